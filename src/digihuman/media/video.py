@@ -1,0 +1,419 @@
+"""Images and video: read frames (RGB uint8) with their fps; write H.264 + AAC MP4 in-process.
+
+Reading and writing go through PyAV (FFmpeg's libraries in-process): frames are piped straight
+into the encoder, never through PNG files. Output MP4s are H.264 (yuv420p, even dimensions)
+plus AAC audio in the same container, with ``+faststart`` so they play while downloading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from digihuman.errors import InputError
+from digihuman.media._files import existing_file
+from digihuman.types import SAMPLE_RATE, SourceKind
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+VIDEO_EXTS = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".flv", ".gif"})
+DEFAULT_FPS = 25.0
+
+_IMAGE_HINT = "give a jpg, png, bmp, webp or tiff image"
+_VIDEO_HINT = "give an mp4, mov, mkv, webm or avi video"
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB with its EXIF orientation applied."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    p = existing_file(path, "image")
+    try:
+        with Image.open(p) as opened:
+            im = ImageOps.exif_transpose(opened)
+            if im.mode in ("RGBA", "LA", "P", "PA"):
+                rgba = im.convert("RGBA")  # transparent areas become white
+                im = Image.new("RGB", rgba.size, (255, 255, 255))
+                im.paste(rgba, mask=rgba.getchannel("A"))
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+        raise InputError(f"cannot read image {p.name} ({exc}); {_IMAGE_HINT}") from exc
+    if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InputError(f"image {p.name} has no pixels; {_IMAGE_HINT}")
+    return np.ascontiguousarray(arr)
+
+
+def _stream_fps(stream: Any) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate and float(rate) > 0:
+            return float(rate)
+    return DEFAULT_FPS
+
+
+def iter_video(
+    path: str | os.PathLike[str], *, max_frames: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the frames of a video one by one as (H, W, 3) uint8 RGB (rotation applied)."""
+    import av
+
+    p = existing_file(path, "video")
+    try:
+        container = av.open(str(p))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read video {p.name} ({_reason(exc)}); {_VIDEO_HINT}") from exc
+    with container:
+        if not container.streams.video:
+            raise InputError(f"{p.name} has no video track; {_VIDEO_HINT}")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                if max_frames is not None and n >= max_frames:
+                    return
+                img: np.ndarray = frame.to_ndarray(format="rgb24")
+                rot = int(getattr(frame, "rotation", 0) or 0) % 360
+                if rot:
+                    # display matrix rotation is counter-clockwise degrees
+                    img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
+                n += 1
+                yield img
+        except av.error.FFmpegError as exc:
+            if n == 0:
+                raise InputError(
+                    f"cannot decode video {p.name} ({_reason(exc)}); {_VIDEO_HINT}"
+                ) from exc
+            log.warning("%s: decoding stopped after %d frames: %s", p.name, n, exc)
+
+
+def video_fps(path: str | os.PathLike[str]) -> float:
+    """The average frame rate of the first video track (25 when the file does not say)."""
+    import av
+
+    p = existing_file(path, "video")
+    try:
+        with av.open(str(p)) as container:
+            if not container.streams.video:
+                raise InputError(f"{p.name} has no video track; {_VIDEO_HINT}")
+            return _stream_fps(container.streams.video[0])
+    except av.error.FFmpegError as exc:
+        raise InputError(f"cannot read video {p.name} ({_reason(exc)}); {_VIDEO_HINT}") from exc
+
+
+def read_video(
+    path: str | os.PathLike[str], *, max_frames: int | None = None
+) -> tuple[np.ndarray, float]:
+    """All frames of a video as (N, H, W, 3) uint8 RGB, and its fps."""
+    fps = video_fps(path)
+    frames = list(iter_video(path, max_frames=max_frames))
+    if not frames:
+        raise InputError(f"video {Path(path).name} contains no frames; {_VIDEO_HINT}")
+    return np.stack(frames), fps
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def read_source(path: str | os.PathLike[str]) -> tuple[np.ndarray, float, SourceKind]:
+    """An avatar source as frames: an image (1 frame at 25 fps), a video (its frames and fps)
+    or a folder of images (sorted by name, at 25 fps)."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(
+            (f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file()),
+            key=lambda f: _natural_key(f.name),
+        )
+        if not files:
+            raise InputError(f"folder {p} holds no images; {_IMAGE_HINT}")
+        images = [read_image(f) for f in files]
+        shape = images[0].shape
+        for f, im in zip(files, images, strict=True):
+            if im.shape != shape:
+                raise InputError(
+                    f"image {f.name} is {im.shape[1]}x{im.shape[0]} but {files[0].name} is "
+                    f"{shape[1]}x{shape[0]}; all images in a folder must have the same size"
+                )
+        return np.stack(images), DEFAULT_FPS, "images"
+    suffix = p.suffix.lower()
+    if suffix in IMAGE_EXTS:
+        return read_image(p)[None], DEFAULT_FPS, "image"
+    if suffix in VIDEO_EXTS:
+        frames, fps = read_video(p)
+        return frames, fps, "video"
+    existing_file(p, "avatar source")
+    raise InputError(
+        f"unsupported avatar source format '{suffix or p.name}'; "
+        f"{_IMAGE_HINT}, {_VIDEO_HINT[5:]}, or a folder of images"
+    )
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` finds in a media file."""
+
+    duration: float  # seconds (container duration; 0 when unknown)
+    fps: float  # 0 when there is no video
+    width: int
+    height: int
+    n_frames: int  # as declared by the container, else estimated from duration * fps
+    has_video: bool
+    has_audio: bool
+    video_codec: str | None
+    audio_codec: str | None
+    audio_rate: int = 0
+    audio_duration: float = 0.0  # seconds of the first audio track (0 when unknown)
+    video_duration: float = 0.0  # seconds of the first video track (0 when unknown)
+
+
+def probe(path: str | os.PathLike[str]) -> MediaInfo:
+    """Streams, codecs, size, fps and durations of a media file (no decoding)."""
+    import av
+
+    p = existing_file(path, "media file")
+    try:
+        container = av.open(str(p))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {p.name} ({_reason(exc)}); not a media file") from exc
+    with container:
+        duration = float(container.duration) / 1e6 if container.duration else 0.0
+        v = container.streams.video[0] if container.streams.video else None
+        a = container.streams.audio[0] if container.streams.audio else None
+        fps = _stream_fps(v) if v is not None else 0.0
+        v_dur = _stream_seconds(v)
+        a_dur = _stream_seconds(a)
+        n_frames = 0
+        if v is not None:
+            n_frames = int(v.frames) or round((v_dur or duration) * fps)
+        return MediaInfo(
+            duration=duration,
+            fps=fps,
+            width=int(v.codec_context.width) if v is not None else 0,
+            height=int(v.codec_context.height) if v is not None else 0,
+            n_frames=n_frames,
+            has_video=v is not None,
+            has_audio=a is not None,
+            video_codec=v.codec_context.name if v is not None else None,
+            audio_codec=a.codec_context.name if a is not None else None,
+            audio_rate=int(a.codec_context.sample_rate) if a is not None else 0,
+            audio_duration=a_dur,
+            video_duration=v_dur,
+        )
+
+
+def _stream_seconds(stream: Any) -> float:
+    if stream is None or not stream.duration or stream.time_base is None:
+        return 0.0
+    return float(stream.duration * stream.time_base)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.split(": '")[0].rstrip(".")
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class VideoWriter:
+    """Write RGB frames (and optional mono audio) as an H.264 + AAC MP4, in-process.
+
+    The size comes from the first frame (odd sizes are padded to even by repeating the last
+    row/column). Audio is interleaved with the video as frames arrive and written out fully
+    on :meth:`close`; the audio track lasts exactly ``len(audio) / audio_rate`` seconds.
+    The file appears at ``path`` only once :meth:`close` succeeds (written to a temporary
+    name first), so a failed render never leaves a half-written result.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fps: float,
+        *,
+        audio: np.ndarray | None = None,
+        audio_rate: int = SAMPLE_RATE,
+        crf: int = 20,
+        preset: str = "veryfast",
+        audio_bitrate: int = 96_000,
+    ) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.path = Path(path)
+        self.fps = float(fps)
+        self.rate = Fraction(self.fps).limit_denominator(1001)
+        self.crf = int(crf)
+        self.preset = preset
+        self.audio_rate = int(audio_rate)
+        self.audio_bitrate = int(audio_bitrate)
+        self._audio = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
+        if self._audio is not None and self._audio.size == 0:
+            self._audio = None
+        self._audio_pos = 0
+        self._audio_pts = 0
+        self._container: Any = None
+        self._vstream: Any = None
+        self._astream: Any = None
+        self._size: tuple[int, int] | None = None  # (width, height) as given
+        self._tmp: Path | None = None
+        self.frames_written = 0
+        self._closed = False
+
+    # context manager
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _open(self, width: int, height: int) -> None:
+        import av
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.stem}.part{os.getpid()}.mp4")
+        self._container = av.open(
+            str(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"}
+        )
+        vs = self._container.add_stream(
+            "libx264", rate=self.rate, options={"crf": str(self.crf), "preset": self.preset}
+        )
+        vs.width = width + (width % 2)
+        vs.height = height + (height % 2)
+        vs.pix_fmt = "yuv420p"
+        vs.codec_context.time_base = Fraction(1) / self.rate
+        self._vstream = vs
+        if self._audio is not None:
+            ast = self._container.add_stream("aac", rate=self.audio_rate, layout="mono")
+            ast.bit_rate = self.audio_bitrate
+            ast.codec_context.time_base = Fraction(1, self.audio_rate)
+            self._astream = ast
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 RGB frame."""
+        import av
+
+        if self._closed:
+            raise RuntimeError("VideoWriter is closed")
+        img = np.asarray(frame)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"frames must be (H, W, 3) uint8 RGB, got {img.shape} {img.dtype}")
+        h, w = img.shape[:2]
+        if self._size is None:
+            self._size = (w, h)
+            self._open(w, h)
+        elif self._size != (w, h):
+            raise ValueError(
+                f"frame {self.frames_written} is {w}x{h} but the video is "
+                f"{self._size[0]}x{self._size[1]}; all frames must have the same size"
+            )
+        if w % 2 or h % 2:
+            img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+        vf.pts = self.frames_written
+        vf.time_base = Fraction(1) / self.rate
+        for packet in self._vstream.encode(vf):
+            self._container.mux(packet)
+        self.frames_written += 1
+        # keep the audio about one frame ahead of the video so the muxer interleaves
+        self._write_audio_until((self.frames_written + 1) / float(self.rate))
+
+    def _write_audio_until(self, t: float | None) -> None:
+        import av
+
+        if self._astream is None or self._audio is None:
+            return
+        n = len(self._audio)
+        end = n if t is None else min(n, round(t * self.audio_rate))
+        block = 1024 * 16
+        while self._audio_pos < end:
+            stop = min(end, self._audio_pos + block)
+            chunk = self._audio[self._audio_pos : stop]
+            af = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
+            af.sample_rate = self.audio_rate
+            af.pts = self._audio_pts
+            af.time_base = Fraction(1, self.audio_rate)
+            self._audio_pts += len(chunk)
+            self._audio_pos = stop
+            for packet in self._astream.encode(af):
+                self._container.mux(packet)
+
+    def _flush_audio(self) -> None:
+        """Encode the rest of the audio. FFmpeg's AAC encoder gives its last packet the true
+        number of samples and the MP4 muxer writes the priming delay into an edit list, so the
+        track lasts exactly ``len(audio) / audio_rate`` (checked by the integration tests)."""
+        if self._astream is None:
+            return
+        self._write_audio_until(None)
+        for packet in self._astream.encode(None):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        """Flush encoders, finish the file and move it into place."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._container is None:
+            raise InputError(f"no frames were written to {self.path.name}; nothing to save")
+        try:
+            for packet in self._vstream.encode(None):
+                self._container.mux(packet)
+            self._flush_audio()
+            self._container.close()
+            assert self._tmp is not None
+            os.replace(self._tmp, self.path)
+        finally:
+            self._container = None
+            if self._tmp is not None and self._tmp.exists():
+                self._tmp.unlink()
+
+    def abort(self) -> None:
+        """Stop without producing a file (used when an error interrupts a render)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._container is not None:
+            try:
+                self._container.close()
+            except Exception:  # the file is discarded anyway
+                log.debug("error while aborting %s", self.path, exc_info=True)
+            self._container = None
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    audio: np.ndarray | None = None,
+    audio_rate: int = SAMPLE_RATE,
+    crf: int = 20,
+    preset: str = "veryfast",
+) -> int:
+    """Write ``frames`` (and ``audio``) to an MP4; returns the number of frames written."""
+    with VideoWriter(path, fps, audio=audio, audio_rate=audio_rate, crf=crf, preset=preset) as w:
+        for frame in frames:
+            w.write(frame)
+        n = w.frames_written
+    return n
