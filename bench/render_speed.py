@@ -63,7 +63,8 @@ def main() -> None:
             (
                 f"render {len(audio) / 16000:.1f} s speech (encode incl.)",
                 f"{res.elapsed_s:.2f} s",
-                f"{res.realtime_factor:.1f}x real time, {res.n_frames / res.elapsed_s:.0f} frames/s",
+                f"{res.realtime_factor:.1f}x real time, "
+                f"{res.n_frames / res.elapsed_s:.0f} frames/s",
             )
         )
         # prepare + render from a video avatar
