@@ -58,31 +58,44 @@ class ASRSettings(BaseModel):
 
 
 class RedisSettings(BaseModel):
-    url: str = "redis://127.0.0.1:6379/0"
-    password: SecretStr | None = None
+    """The job queue's Redis. The password comes from the environment, never from code."""
+
+    url: str = "redis://127.0.0.1:6379/0"  # the seed's db 0 stays the production default
+    password: SecretStr | None = None  # DIGIHUMAN_REDIS__PASSWORD (overrides one in the URL)
     key_prefix: str = "digihuman:"
-    embedded: bool = True  # start an embedded redis when none is reachable (serve only)
+    embedded: bool = True  # serve: start an embedded redis when none is reachable
+    socket_timeout_s: float = 2.0  # short: the API answers 503 at once when Redis is down
+    connect_timeout_s: float = 1.0
 
 
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8181
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = None  # DIGIHUMAN_API_KEY; header X-API-Key or ?key=
     cors_origins: list[str] = Field(default_factory=list)
     url_allowlist: list[str] = Field(default_factory=list)  # hosts allowed for http(s) fetches
-    allow_private_urls: bool = False
+    allow_private_urls: bool = False  # allow-listed hosts may resolve to private/loopback IPs
     max_text_chars: int = 2000
     max_upload_bytes: int = 200 * 1024 * 1024
+    max_fetch_bytes: int = 50 * 1024 * 1024
+    fetch_timeout_s: float = 20.0
     max_audio_seconds: float = 600.0
-    request_timeout_s: float = 60.0
-    rate_limit_per_minute: int = 60
+    request_timeout_s: float = 60.0  # /asr and other waits answer 504 after this
+    max_wait_s: float = 60.0  # the bound on ?wait=
+    rate_limit_per_minute: int = 60  # per client IP, on the expensive endpoints; 0: off
+    rate_limit_burst: int = 20
+    workers: int = 1  # uvicorn worker processes
 
 
 class JobSettings(BaseModel):
-    heartbeat_s: float = 5.0
-    reclaim_after_s: float = 30.0
-    max_attempts: int = 3
+    heartbeat_s: float = 5.0  # a worker re-claims its running jobs this often
+    reclaim_after_s: float = 30.0  # a job whose worker was silent this long is taken over
+    max_attempts: int = 3  # then the job goes to the dead-letter stream
     record_ttl_s: int = 7 * 24 * 3600
+    block_ms: int = 1000  # how long an idle worker blocks on the stream per read
+    prefetch: int = 1  # jobs read per round trip per worker thread (raise for tiny jobs)
+    shutdown_grace_s: float = 30.0  # SIGTERM: finish running jobs this long, then hand back
+    kinds: list[str] = Field(default_factory=lambda: ["tts", "asr", "bqfk", "render", "stream"])
 
 
 class Settings(BaseSettings):

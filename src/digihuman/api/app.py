@@ -1,0 +1,143 @@
+"""The HTTP API: ``create_app(settings)``.
+
+The seed's seven GET endpoints keep their paths, parameter names and JSON shapes; a typed
+``/v1`` API sits beside them. Every error is JSON ``{"message": ...}`` with a fitting status;
+a stack trace never reaches a client. Redis unreachable → 503 at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from digihuman.config import Settings
+from digihuman.errors import DigihumanError
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+A self-hosted digital human service.
+
+* **Seed endpoints** (`/tts`, `/asr`, `/bqfk`, `/create/zbj`, `/create/zbjv2`, `/human`,
+  `/humanv2`): GET, the seed system's parameters and JSON shapes, unchanged.
+* **/v1**: typed POST equivalents, job records, file download (with HTTP range requests).
+* Auth: when `DIGIHUMAN_API_KEY` is set, send it as the `X-API-Key` header or the `key`
+  query parameter (every endpoint but `/healthz` and `/readyz`).
+* Errors: JSON `{"message": "..."}` with the status code.
+"""
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "body", "path")]
+        where = ".".join(loc) or "request"
+        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (read from the environment when not given)."""
+    import redis.exceptions as rexc
+
+    from digihuman.api.routes import seed_router, v1_router
+    from digihuman.api.security import GuardMiddleware, RateLimiter
+    from digihuman.api.service import Service
+
+    if settings is None:
+        from digihuman.config import load_settings
+
+        settings = load_settings()
+    api = settings.api
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the API loads no models: engines load once in the workers that run them
+        try:
+            yield
+        finally:
+            await app.state.service.close()
+
+    app = FastAPI(
+        title="digihuman",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = Service.create(settings)
+    app.state.limiter = RateLimiter(api.rate_limit_per_minute, api.rate_limit_burst)
+
+    @app.exception_handler(DigihumanError)
+    async def _digihuman(request: Request, exc: DigihumanError) -> JSONResponse:
+        return JSONResponse({"message": str(exc)}, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"message": _validation_message(exc)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        msg = str(exc.detail)
+        if exc.status_code == 404 and msg == "Not Found":
+            msg = f"no such endpoint: {request.url.path} (see /docs)"
+        elif exc.status_code == 405:
+            msg = f"{request.method} is not allowed on {request.url.path} (see /docs)"
+        return JSONResponse(
+            {"message": msg}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
+        )
+
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return JSONResponse(
+            {
+                "message": "the job queue (Redis) is unreachable; try again shortly "
+                "(operators: check DIGIHUMAN_REDIS_URL and that Redis is running)"
+            },
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(rexc.ConnectionError, _redis_down)
+    app.add_exception_handler(rexc.TimeoutError, _redis_down)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"message": f"internal error ({type(exc).__name__}); the server log has details"},
+            status_code=500,
+        )
+
+    app.include_router(seed_router(settings))
+    app.include_router(v1_router(settings))
+
+    # middleware: the last added runs first (CORS answers preflights before the key check)
+    key = api.api_key.get_secret_value() if api.api_key is not None else None
+    app.add_middleware(GuardMiddleware, api_key=key or None)
+    if api.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=api.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["X-API-Key", "Content-Type", "Range"],
+            expose_headers=["Content-Range", "Accept-Ranges"],
+        )
+    return app
+
+
+def app_from_env() -> Any:
+    """Uvicorn factory (``uvicorn --factory digihuman.api.app:app_from_env``)."""
+    from digihuman.config import load_settings
+    from digihuman.observability import setup_logging
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    return create_app(settings)

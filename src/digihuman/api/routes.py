@@ -1,0 +1,377 @@
+"""Routes: the seed's GET endpoints (exact compatibility) and the typed /v1 API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+
+from digihuman.api.service import Service
+from digihuman.config import Settings
+from digihuman.errors import DigihumanError, InputError, NotFoundError
+from digihuman.jobs.fetch import TooLarge, check_url
+from digihuman.jobs.handlers import ArrivesLater
+from digihuman.jobs.queue import JobRecord
+
+JOB_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+SHORT = 256  # bound on names (username, zbjname, msId, job)
+URL_MAX = 2048
+
+
+class Message(BaseModel):
+    """The seed's response shape."""
+
+    message: str
+
+
+class ErrorBody(BaseModel):
+    message: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 501, 503, 504)
+}
+
+
+class Timeout(DigihumanError):
+    http_status = 504
+
+
+class JobFailed(DigihumanError):
+    http_status = 500
+
+
+def _svc(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+def _limit(request: Request) -> None:
+    client = request.client.host if request.client else "?"
+    wait = request.app.state.limiter.take(client)
+    if wait > 0:
+        from fastapi import HTTPException
+
+        raise HTTPException(
+            429,
+            f"rate limit: too many expensive requests; retry in {wait:.1f} s",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
+
+
+def _check_text(text: str, max_chars: int) -> str:
+    text = text.strip()
+    if not text:
+        raise InputError("nothing to say: the text is empty")
+    if len(text) > max_chars:
+        raise TooLarge(f"text is {len(text)} characters; the limit is {max_chars}")
+    return text
+
+
+async def _check_source(svc: Service, url: str) -> str:
+    """An audio/video source: an allow-listed http(s) URL or an existing data-root file."""
+    api = svc.settings.api
+    if "://" in url:
+        await asyncio.to_thread(
+            check_url, url, allowlist=api.url_allowlist, allow_private=api.allow_private_urls
+        )
+        return url
+    path = svc.data_root.resolve(url, must_exist=True)
+    if not path.is_file():
+        raise InputError(f"{url} is not a file")
+    return url
+
+
+def _raise_for(rec: JobRecord | None, job_id: str, waited: float, what: str) -> JobRecord:
+    if rec is None:
+        raise NotFoundError(f"job {job_id} has no record (expired?)")
+    if not rec.done:
+        raise Timeout(
+            f"{what} not finished after {waited:g} s (job {job_id}, status {rec.status}); "
+            f"follow it at /v1/jobs/{job_id}"
+        )
+    if rec.status != "done":
+        err = DigihumanError(f"{what} failed: {rec.error or rec.status}")
+        err.http_status = rec.error_status or 500
+        raise err
+    return rec
+
+
+def _arrives(feature: str, issue: str) -> ArrivesLater:
+    return ArrivesLater(
+        f"{feature} arrives with {issue}; this server routes it but cannot do it yet"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# seed endpoints
+# --------------------------------------------------------------------------------------------
+
+
+def seed_router(settings: Settings) -> APIRouter:
+    api = settings.api
+    r = APIRouter(tags=["seed"], responses=ERRORS)
+
+    Name = Annotated[str, Query(min_length=1, max_length=SHORT)]
+    Url = Annotated[str, Query(min_length=1, max_length=URL_MAX)]
+
+    @r.get("/tts", response_model=Message, summary="Text to speech (answers at once)")
+    async def tts(
+        request: Request,
+        msg: Annotated[str, Query(description="text to speak", max_length=100_000)],
+        wait: Annotated[
+            float | None,
+            Query(ge=0, le=api.max_wait_s, description="block until the file exists (s)"),
+        ] = None,
+        voice: Annotated[str | None, Query(max_length=SHORT)] = None,
+        language: Annotated[str | None, Query(max_length=16)] = None,
+    ) -> Any:
+        """Enqueue speech for ``msg``; answers ``{"message": "tests/<uuid>.wav"}`` at once.
+
+        The file appears at that path (relative to the data root) when the TTS worker is done,
+        written atomically. With ``wait`` the call returns once the file exists (or 504).
+        """
+        _limit(request)
+        text = _check_text(msg, min(api.max_text_chars, settings.tts.max_chars))
+        svc = _svc(request)
+        from digihuman.jobs.queue import new_job_id
+
+        job_id = new_job_id()
+        rel = f"tests/{job_id}.wav"
+        payload = {"text": text, "voice": voice, "language": language, "output": rel}
+        await svc.enqueue("tts", payload, job_id)
+        if wait:
+            _raise_for(await svc.wait(job_id, wait), job_id, wait, "speech")
+        return {"message": rel}
+
+    @r.get("/asr", response_model=Message, summary="Speech recognition (waits for the text)")
+    async def asr(
+        request: Request,
+        url: Url,
+        language: Annotated[str | None, Query(max_length=16)] = None,
+    ) -> Any:
+        """Transcribe ``url`` (a data-root path like ``tests/<key>.wav``, or an allow-listed
+        http(s) URL); answers ``{"message": "<text>"}``."""
+        _limit(request)
+        svc = _svc(request)
+        source = await _check_source(svc, url)
+        job_id = await svc.enqueue("asr", {"source": source, "language": language})
+        timeout = api.request_timeout_s
+        rec = _raise_for(await svc.wait(job_id, timeout), job_id, timeout, "speech recognition")
+        return {"message": str((rec.result or {}).get("text", ""))}
+
+    @r.get("/bqfk", response_model=Message, summary="Expression feedback on a video")
+    async def bqfk(
+        url: Url,
+        msId: Name,
+        index: Annotated[int, Query(ge=0, le=1_000_000)],
+    ) -> Any:
+        raise _arrives("expression feedback (bqfk)", "[5/7]")
+
+    @r.get("/create/zbj", response_model=Message, summary="Create a live room")
+    async def create_zbj(username: Name) -> Any:
+        raise _arrives("live rooms (/create/zbj)", "[5/7]")
+
+    @r.get("/create/zbjv2", summary="Create a room and generate interview questions")
+    async def create_zbjv2(
+        username: Name,
+        job: Name,
+        count: Annotated[int, Query(ge=1, le=50)],
+    ) -> Any:
+        raise _arrives("rooms with questions (/create/zbjv2)", "[5/7]")
+
+    @r.get("/human", summary="Schedule lip-sync for a room (returns seconds)")
+    async def human(zbjname: Name, audioUrl: Url) -> Any:
+        raise _arrives("room lip-sync (/human)", "[6/7]")
+
+    @r.get("/humanv2", summary="Push the synthesized video to the room's stream (seconds)")
+    async def humanv2(zbjname: Name, audioUrl: Url) -> Any:
+        raise _arrives("the live stream (/humanv2)", "[6/7]")
+
+    return r
+
+
+# --------------------------------------------------------------------------------------------
+# /v1
+# --------------------------------------------------------------------------------------------
+
+
+class TTSRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=100_000)
+    voice: str | None = Field(default=None, max_length=SHORT)
+    language: str | None = Field(default=None, max_length=16)
+    wait: float | None = Field(default=None, ge=0, le=600, description="block up to s")
+
+
+class ASRRequest(BaseModel):
+    url: str = Field(min_length=1, max_length=URL_MAX, description="data-root path or URL")
+    language: str | None = Field(default=None, max_length=16)
+    wait: float | None = Field(default=None, ge=0, le=600)
+
+
+class RenderRequest(BaseModel):
+    source: str = Field(min_length=1, max_length=URL_MAX, description="portrait image/video")
+    audio: str = Field(min_length=1, max_length=URL_MAX, description="speech (data-root path)")
+    engine: str | None = Field(default=None, max_length=32)
+    save_frames: bool = False
+
+
+class BqfkRequest(BaseModel):
+    url: str = Field(min_length=1, max_length=URL_MAX)
+    msId: str = Field(min_length=1, max_length=SHORT)
+    index: int = Field(ge=0, le=1_000_000)
+
+
+class RoomRequest(BaseModel):
+    username: str = Field(min_length=1, max_length=SHORT)
+    job: str | None = Field(default=None, max_length=SHORT)
+    count: int | None = Field(default=None, ge=1, le=50)
+
+
+class HumanRequest(BaseModel):
+    zbjname: str = Field(min_length=1, max_length=SHORT)
+    audioUrl: str = Field(min_length=1, max_length=URL_MAX)
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    status: str
+    progress: float
+    message: str
+    attempts: int
+    result: dict[str, Any] | None
+    error: str | None
+    created: float
+    updated: float
+
+
+def _accepted(rec: JobRecord | None, job_id: str, kind: str) -> JSONResponse:
+    if rec is not None and rec.done:
+        return JSONResponse(rec.public(), status_code=200)
+    body = (
+        rec.public()
+        if rec is not None
+        else {"id": job_id, "kind": kind, "status": "queued", "progress": 0.0}
+    )
+    return JSONResponse(body, status_code=202, headers={"Location": f"/v1/jobs/{job_id}"})
+
+
+def v1_router(settings: Settings) -> APIRouter:
+    api = settings.api
+    r = APIRouter(responses=ERRORS)
+
+    @r.post("/v1/tts", tags=["v1"], status_code=202, response_model=JobView)
+    async def v1_tts(request: Request, req: Annotated[TTSRequest, Body()]) -> Any:
+        """Enqueue speech; the result's ``path`` is ``tests/<job id>.wav``."""
+        _limit(request)
+        text = _check_text(req.text, min(api.max_text_chars, settings.tts.max_chars))
+        svc = _svc(request)
+        from digihuman.jobs.queue import new_job_id
+
+        job_id = new_job_id()
+        payload = {
+            "text": text,
+            "voice": req.voice,
+            "language": req.language,
+            "output": f"tests/{job_id}.wav",
+        }
+        await svc.enqueue("tts", payload, job_id)
+        wait = min(req.wait or 0.0, api.max_wait_s)
+        return _accepted(await svc.wait(job_id, wait), job_id, "tts")
+
+    @r.post("/v1/asr", tags=["v1"], status_code=202, response_model=JobView)
+    async def v1_asr(request: Request, req: Annotated[ASRRequest, Body()]) -> Any:
+        """Enqueue speech recognition; the result has ``text``, ``language``, ``duration``."""
+        _limit(request)
+        svc = _svc(request)
+        source = await _check_source(svc, req.url)
+        job_id = await svc.enqueue("asr", {"source": source, "language": req.language})
+        wait = min(req.wait or 0.0, api.max_wait_s)
+        return _accepted(await svc.wait(job_id, wait), job_id, "asr")
+
+    @r.post("/v1/render", tags=["v1"], status_code=202, response_model=JobView)
+    async def v1_render(request: Request, req: Annotated[RenderRequest, Body()]) -> Any:
+        """Enqueue an offline render (portrait + speech → MP4 under results/output/)."""
+        _limit(request)
+        svc = _svc(request)
+        for p in (req.source, req.audio):
+            svc.data_root.resolve(p, must_exist=True)
+        payload = req.model_dump()
+        job_id = await svc.enqueue("render", payload)
+        return _accepted(await svc.get(job_id), job_id, "render")
+
+    @r.post("/v1/bqfk", tags=["v1"], response_model=Message)
+    async def v1_bqfk(req: Annotated[BqfkRequest, Body()]) -> Any:
+        raise _arrives("expression feedback (bqfk)", "[5/7]")
+
+    @r.post("/v1/rooms", tags=["v1"])
+    async def v1_rooms(req: Annotated[RoomRequest, Body()]) -> Any:
+        raise _arrives("live rooms", "[5/7]")
+
+    @r.post("/v1/human", tags=["v1"])
+    async def v1_human(req: Annotated[HumanRequest, Body()]) -> Any:
+        raise _arrives("room lip-sync", "[6/7]")
+
+    @r.post("/v1/humanv2", tags=["v1"])
+    async def v1_humanv2(req: Annotated[HumanRequest, Body()]) -> Any:
+        raise _arrives("the live stream", "[6/7]")
+
+    @r.get("/v1/jobs/{job_id}", tags=["v1"], response_model=JobView)
+    async def v1_job(
+        request: Request,
+        job_id: Annotated[str, PathParam(pattern=JOB_ID)],
+        wait: Annotated[float | None, Query(ge=0, le=api.max_wait_s)] = None,
+    ) -> Any:
+        """A job's record; with ``wait`` the call blocks until it ends (or the wait is over)."""
+        rec = await _svc(request).wait(job_id, wait or 0.0)
+        if rec is None:
+            raise NotFoundError(f"no job {job_id} (never existed, or its record expired)")
+        return rec.public()
+
+    @r.get("/v1/files/{path:path}", tags=["v1"], response_class=FileResponse)
+    async def v1_file(request: Request, path: Annotated[str, PathParam(max_length=URL_MAX)]) -> Any:
+        """Download a file under the data root (``Range`` requests supported, for video)."""
+        p = _svc(request).data_root.resolve(path, must_exist=True)
+        if not p.is_file() or p.name.startswith("."):
+            raise NotFoundError(f"no such file in the data root: {path}")
+        return FileResponse(p)
+
+    @r.get("/healthz", tags=["ops"])
+    async def healthz() -> Any:
+        """The process is alive (no dependencies checked)."""
+        return {"status": "ok"}
+
+    @r.get("/readyz", tags=["ops"])
+    async def readyz(request: Request) -> Any:
+        """Ready when Redis answers and each job kind has a live worker."""
+        svc = _svc(request)
+        await svc.r.ping()
+        workers = await svc.live_workers()
+        missing = [k for k, n in workers.items() if n == 0]
+        if missing:
+            return JSONResponse(
+                {
+                    "message": f"not ready: no live worker for {', '.join(missing)}",
+                    "redis": True,
+                    "workers": workers,
+                },
+                status_code=503,
+            )
+        return {"status": "ready", "redis": True, "workers": workers}
+
+    @r.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics(request: Request) -> Any:
+        """Prometheus metrics (queue gauges are refreshed on each scrape)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        with contextlib.suppress(Exception):  # metrics still answer while Redis is down
+            await _svc(request).refresh_gauges()
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return r

@@ -1,0 +1,147 @@
+"""``digihuman serve``, ``digihuman api`` and ``digihuman worker KIND``."""
+
+from __future__ import annotations
+
+import typer
+
+from digihuman.cli import app
+
+KIND_HELP = "job kind: tts | asr | bqfk | render | stream (debug: a diagnostic no-op kind)"
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="API address (default: settings, 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="API port (default: settings, 8181)"),
+    kinds: str | None = typer.Option(
+        None, help="comma-separated worker kinds to start (default: all)"
+    ),
+    no_workers: bool = typer.Option(False, "--no-workers", help="start the API only"),
+) -> None:
+    """The API, one worker per job kind (and an embedded Redis when needed), supervised."""
+    import signal
+    import sys
+
+    from digihuman.config import load_settings
+    from digihuman.jobs.supervisor import (
+        Child,
+        Supervisor,
+        child_env,
+        redis_reachable,
+        start_embedded_redis,
+    )
+    from digihuman.observability import setup_logging
+    from digihuman.storage import DataRoot
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    root = DataRoot(settings.data_dir).ensure()
+    redis_proc = None
+    url = None
+    if not redis_reachable(settings.redis):
+        if not settings.redis.embedded:
+            raise typer.BadParameter(
+                f"Redis at {settings.redis.url} is unreachable and the embedded one is off"
+            )
+        redis_proc, url = start_embedded_redis(settings.redis, root.root / "redis")
+        typer.echo(f"started an embedded Redis at {url} (data under {root.root / 'redis'})")
+    env = child_env(url)
+    py = [sys.executable, "-m", "digihuman"]
+    api_argv = [*py, "api"]
+    if host:
+        api_argv += ["--host", host]
+    if port:
+        api_argv += ["--port", str(port)]
+    children = [Child("api", api_argv, env)]
+    if not no_workers:
+        wanted = kinds.split(",") if kinds else list(settings.jobs.kinds)
+        for kind in wanted:
+            children.append(Child(f"worker-{kind}", [*py, "worker", kind.strip()], env))
+    sup = Supervisor(children, grace_s=settings.jobs.shutdown_grace_s + 5)
+
+    def _stop(signum: int, frame: object) -> None:
+        sup.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    h = host or settings.api.host
+    p = port or settings.api.port
+    typer.echo(f"serving on http://{h}:{p} (docs at /docs); Ctrl-C stops everything")
+    try:
+        sup.run()
+    finally:
+        if redis_proc is not None:
+            redis_proc.terminate()  # SIGTERM: redis flushes its append-only file and exits
+            redis_proc.wait(timeout=30)
+
+
+@app.command("api")
+def api_cmd(
+    host: str | None = typer.Option(None, help="address (default: settings, 127.0.0.1)"),
+    port: int | None = typer.Option(None, help="port (default: settings, 8181)"),
+) -> None:
+    """The HTTP API alone (uvicorn)."""
+    import uvicorn
+
+    from digihuman.config import load_settings
+
+    settings = load_settings()
+    uvicorn.run(
+        "digihuman.api.app:app_from_env",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=settings.api.workers if settings.api.workers > 1 else None,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@app.command()
+def worker(
+    kind: str = typer.Argument(..., help=KIND_HELP),
+    concurrency: int = typer.Option(1, "--concurrency", "-c", min=1, max=64, help="jobs at once"),
+    metrics_port: int | None = typer.Option(None, help="expose Prometheus metrics on this port"),
+) -> None:
+    """Serve jobs of one kind: load the engine once, take jobs until SIGTERM."""
+    import signal
+    import threading
+
+    from digihuman.config import load_settings
+    from digihuman.jobs.handlers import make_handler
+    from digihuman.jobs.queue import Keys, sync_client
+    from digihuman.jobs.worker import Worker
+    from digihuman.observability import setup_logging
+    from digihuman.storage import DataRoot
+
+    settings = load_settings()
+    setup_logging(settings.log_level)
+    handler = make_handler(kind, settings)  # loads the engine once
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr="127.0.0.1")
+    cfg = settings.jobs
+    client = sync_client(
+        settings.redis, socket_timeout=cfg.block_ms / 1000 + settings.redis.socket_timeout_s
+    )
+    w = Worker(
+        client,
+        Keys(settings.redis.key_prefix),
+        kind,
+        handler,
+        data_root=DataRoot(settings.data_dir).ensure(),
+        settings=cfg,
+        concurrency=concurrency,
+    )
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    w.start()
+    while not stop.wait(0.5):
+        pass
+    w.stop()

@@ -1,0 +1,254 @@
+"""Job handlers, one per job kind; each factory loads its engine once per worker.
+
+A handler takes a :class:`~digihuman.jobs.worker.JobContext` and returns a JSON-able dict. It
+must be idempotent (delivery is at-least-once): its output is named by the job id and written by
+atomic rename, and an output that already exists is returned as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import wave
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digihuman.config import Settings
+from digihuman.errors import DigihumanError, InputError
+from digihuman.jobs.fetch import TooLarge, fetch_to
+from digihuman.jobs.worker import Handler, JobContext
+from digihuman.storage import DataRoot, atomic_output
+
+log = logging.getLogger(__name__)
+
+KINDS = ("tts", "asr", "bqfk", "render", "stream")
+"""The job kinds a worker can serve (``debug`` is a diagnostic kind for tests and benches)."""
+
+
+class ArrivesLater(DigihumanError):
+    """A feature routed here whose behaviour is delivered by a later issue."""
+
+    http_status = 501
+
+
+def _clean_stale(final: Path) -> None:
+    """Remove temp files a killed attempt left beside ``final`` (``.<stem>.*``)."""
+    for p in final.parent.glob(f".{final.stem}.*"):
+        try:
+            if time.time() - p.stat().st_mtime > 1.0:
+                p.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM mono WAV."""
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+
+
+# --------------------------------------------------------------------------------------------
+# TTS
+# --------------------------------------------------------------------------------------------
+
+
+def _create_tts(settings: Settings) -> Any:
+    try:
+        from digihuman.engines.tts import create_tts  # type: ignore[attr-defined]
+    except ImportError:
+        from digihuman.engines.base import TTS
+
+        return TTS.create(settings.tts.engine)
+    return create_tts(settings.tts)
+
+
+def tts_output(data_root: DataRoot, job_id: str) -> Path:
+    return data_root.tests / f"{job_id}.wav"
+
+
+def make_tts(settings: Settings) -> Handler:
+    engine = _create_tts(settings)
+    max_chars = settings.tts.max_chars
+
+    def handle(ctx: JobContext) -> dict[str, Any]:
+        text = str(ctx.payload.get("text") or "").strip()
+        if not text:
+            raise InputError("nothing to say: the text is empty")
+        if len(text) > max_chars:
+            raise TooLarge(f"text is {len(text)} characters; the limit is {max_chars}")
+        final = tts_output(ctx.data_root, ctx.job_id)
+        rel = ctx.data_root.relative(final)
+        if final.exists():  # a previous attempt finished the file
+            return {"path": rel}
+        _clean_stale(final)
+        ctx.progress(0.05, "synthesizing")
+        parts: list[np.ndarray] = []
+        rate = int(engine.capabilities.sample_rate)
+        for chunk in engine.synthesize(
+            text, voice=ctx.payload.get("voice"), language=ctx.payload.get("language")
+        ):
+            rate = int(chunk.sample_rate)
+            parts.append(np.asarray(chunk.samples, dtype=np.float32))
+        audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+        with atomic_output(final) as tmp:
+            write_wav(tmp, audio, rate)
+        return {"path": rel, "duration": round(len(audio) / rate, 3), "sample_rate": rate}
+
+    return handle
+
+
+# --------------------------------------------------------------------------------------------
+# ASR
+# --------------------------------------------------------------------------------------------
+
+
+def _create_asr(settings: Settings) -> Any:
+    try:
+        from digihuman.engines.asr import create_asr  # type: ignore[attr-defined]
+    except ImportError:
+        from digihuman.engines.base import ASR
+
+        return ASR.create(settings.asr.engine)
+    return create_asr(settings.asr)
+
+
+def make_asr(settings: Settings) -> Handler:
+    engine = _create_asr(settings)
+    api = settings.api
+
+    def handle(ctx: JobContext) -> dict[str, Any]:
+        from digihuman.media.audio import load_audio
+
+        source = str(ctx.payload.get("source") or "")
+        tmp: Path | None = None
+        if source.startswith(("http://", "https://")):
+            tmp = ctx.data_root.tests / f".fetch-{ctx.job_id}"
+            fetch_to(
+                source,
+                tmp,
+                allowlist=api.url_allowlist,
+                allow_private=api.allow_private_urls,
+                max_bytes=api.max_fetch_bytes,
+                timeout_s=api.fetch_timeout_s,
+            )
+            path = tmp
+        else:
+            path = ctx.data_root.resolve(source, must_exist=True)
+        try:
+            ctx.progress(0.1, "decoding audio")
+            audio = load_audio(path)
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        seconds = len(audio) / 16000.0
+        if seconds > api.max_audio_seconds:
+            raise TooLarge(f"audio is {seconds:.0f} s long; the limit is {api.max_audio_seconds} s")
+        ctx.progress(0.2, "transcribing")
+        tr = engine.transcribe(audio, language=ctx.payload.get("language"))
+        return {"text": tr.text, "language": tr.language, "duration": round(seconds, 3)}
+
+    return handle
+
+
+# --------------------------------------------------------------------------------------------
+# later issues
+# --------------------------------------------------------------------------------------------
+
+
+def make_bqfk(settings: Settings) -> Handler:
+    def handle(ctx: JobContext) -> dict[str, Any]:
+        raise ArrivesLater("expression feedback (bqfk) arrives with [5/7]")
+
+    return handle
+
+
+def make_stream(settings: Settings) -> Handler:
+    def handle(ctx: JobContext) -> dict[str, Any]:
+        raise ArrivesLater("the live stream pusher arrives with [6/7]")
+
+    return handle
+
+
+def make_render(settings: Settings) -> Handler:
+    """Offline render jobs: ``digihuman.pipeline.render.render_job`` does the work."""
+
+    def handle(ctx: JobContext) -> dict[str, Any]:
+        try:
+            from digihuman.pipeline.render import render_job  # type: ignore[attr-defined]
+        except ImportError:
+            raise ArrivesLater(
+                "render jobs need digihuman.pipeline.render.render_job, not there yet"
+            ) from None
+        result = render_job(
+            settings,
+            ctx.payload,
+            job_id=ctx.job_id,
+            data_root=ctx.data_root,
+            progress=ctx.progress,
+        )
+        return dict(result)
+
+    return handle
+
+
+# --------------------------------------------------------------------------------------------
+# diagnostics
+# --------------------------------------------------------------------------------------------
+
+
+def make_debug(settings: Settings) -> Handler:
+    """A diagnostic kind: ``{"sleep": s, "fail": bool, "write": bool}``; no engine.
+
+    ``write`` puts ``tests/debug/<job id>.json`` (atomically) — the reliability tests count
+    these files to prove exactly one output per job.
+    """
+
+    def handle(ctx: JobContext) -> dict[str, Any]:
+        p = ctx.payload
+        if p.get("fail"):
+            raise RuntimeError(f"debug job {ctx.job_id} was told to fail")
+        sleep = float(p.get("sleep") or 0.0)
+        if sleep > 0:
+            steps = max(1, int(sleep / 0.05))
+            for i in range(steps):
+                time.sleep(sleep / steps)
+                ctx.progress((i + 1) / steps, "sleeping")
+        out: dict[str, Any] = {"pid": os.getpid(), "attempt": ctx.attempt}
+        if p.get("write"):
+            final = ctx.data_root.tests / "debug" / f"{ctx.job_id}.json"
+            if not final.exists():
+                _clean_stale(final)
+                with atomic_output(final) as tmp:
+                    tmp.write_text(f'{{"job": "{ctx.job_id}", "pid": {os.getpid()}}}')
+            out["path"] = ctx.data_root.relative(final)
+        return out
+
+    return handle
+
+
+FACTORIES: dict[str, Callable[[Settings], Handler]] = {
+    "tts": make_tts,
+    "asr": make_asr,
+    "bqfk": make_bqfk,
+    "render": make_render,
+    "stream": make_stream,
+    "debug": make_debug,
+}
+
+
+def make_handler(kind: str, settings: Settings) -> Handler:
+    try:
+        factory = FACTORIES[kind]
+    except KeyError:
+        raise InputError(
+            f"unknown job kind {kind!r}; choose one of: {', '.join(sorted(FACTORIES))}"
+        ) from None
+    return factory(settings)
