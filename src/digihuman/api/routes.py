@@ -1,6 +1,8 @@
 """Routes: the seed's GET endpoints (exact compatibility) and the typed /v1 API."""
 
-from __future__ import annotations
+# no "from __future__ import annotations": FastAPI reads these annotations at run time, and
+# the route closures refer to settings values (bounds) that a string annotation cannot see
+
 
 import asyncio
 import contextlib
