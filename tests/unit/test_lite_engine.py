@@ -1,0 +1,174 @@
+"""The lite engine on a real photo (skimage's astronaut, public domain, NASA) and real speech:
+the mouth moves with speech and only there, silence is pixel-stable, a tilted head opens its
+jaw along its own axis, blinks happen, a video avatar uses each frame's landmarks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from digihuman.engines.base import PreparedAvatar, whole_audio
+from digihuman.engines.lipsync.lite import BlinkSchedule, LiteEngine
+from digihuman.engines.lipsync.lite_warp import Frame2D
+from digihuman.media.audio import load_audio
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    assert shutil.which("espeak-ng"), "espeak-ng is needed (scripts/install.sh installs it)"
+    wav = Path(tmp_path_factory.mktemp("speech")) / "s.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), "Hello, how are you today?"], check=True)
+    return load_audio(wav)
+
+
+@pytest.fixture(scope="module")
+def engine() -> LiteEngine:
+    return LiteEngine(fps=25.0, blink=False)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def prepared(engine: LiteEngine, photo: np.ndarray) -> PreparedAvatar:
+    return engine.prepare(photo[None], 25.0)
+
+
+def face_frame(prepared: PreparedAvatar, k: int = 0) -> Frame2D:
+    return Frame2D.from_landmarks(prepared.arrays["landmarks"][k])
+
+
+def changed(a: np.ndarray, b: np.ndarray, thr: int = 12) -> np.ndarray:
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=-1) > thr
+
+
+def test_prepare_stores_per_frame_arrays(prepared: PreparedAvatar, engine: LiteEngine) -> None:
+    lm = prepared.arrays["landmarks"]
+    assert lm.shape == (1, 468, 2) and lm.dtype == np.float32
+    assert prepared.arrays["mouth_look"].shape == (1, 3, 3)
+    assert prepared.meta["engine"] == "lite" and prepared.meta["version"]
+    assert prepared.meta["face_index"] == engine.settings_fingerprint()["face_index"]
+    f = face_frame(prepared)
+    assert 35 < f.scale < 80  # the astronaut's inter-ocular distance in pixels
+    assert 200 < f.origin[0] < 250 and 130 < f.origin[1] < 175  # her mouth
+
+
+def test_silence_is_pixel_stable_and_speech_moves_only_the_mouth(
+    engine: LiteEngine, prepared: PreparedAvatar, speech: np.ndarray
+) -> None:
+    src = prepared.frames[0]
+    pad = np.zeros(SR // 2, dtype=np.float32)
+    frames = [f.image for f in engine.generate(prepared, whole_audio(np.r_[pad, speech, pad]))]
+    silent = frames[:10] + frames[-5:]
+    assert all(np.array_equal(img, src) for img in silent)  # closed and held still
+    f = face_frame(prepared)
+    moved = np.zeros(src.shape[:2], bool)
+    n_open = 0
+    for img in frames[12:-8]:
+        c = changed(img, src)
+        moved |= c
+        n_open += c.sum() > 150
+    assert n_open > 0.5 * len(frames[12:-8])  # the mouth is open during most of the speech
+    ys, xs = np.nonzero(moved)
+    a = f.to_aligned(np.stack([xs, ys], axis=-1))
+    # every changed pixel lies around the mouth and jaw, none near the eyes or beyond the face
+    assert np.all(np.abs(a[:, 0]) < 0.9) and np.all((a[:, 1] > -0.45) & (a[:, 1] < 1.2))
+    # and the changes are centred on the mouth
+    assert abs(np.median(a[:, 0])) < 0.1 and 0.0 < np.median(a[:, 1]) < 0.6
+
+
+def test_mouth_interior_is_dark_but_not_black(engine: LiteEngine, prepared: PreparedAvatar) -> None:
+    src = prepared.frames[0]
+    out = engine.render(prepared, 0, 1.0, 0.0, 0.0)
+    f = face_frame(prepared)
+    # the middle of the lower half of the open mouth: below the lips' neutral line
+    p = f.to_image(np.array([[0.0, 0.1]])).round().astype(int)[0]
+    patch = out[p[1] - 2 : p[1] + 3, p[0] - 4 : p[0] + 5].reshape(-1, 3).astype(float)
+    luma = patch @ [0.299, 0.587, 0.114]
+    assert 8 < luma.mean() < 110  # a dark throat, not a flat black hole
+    assert patch[:, 0].mean() > patch[:, 2].mean()  # reddish brown
+    assert not np.array_equal(out, src)
+
+
+def test_a_tilted_head_opens_along_its_own_axis(
+    engine: LiteEngine, photo: np.ndarray, prepared: PreparedAvatar
+) -> None:
+    f0 = face_frame(prepared)
+    angle = 25.0
+    rot = cv2.getRotationMatrix2D((float(f0.origin[0]), float(f0.origin[1]) - 40), angle, 1.0)
+    tilted = cv2.warpAffine(photo, rot, photo.shape[1::-1], borderMode=cv2.BORDER_REFLECT)
+    p = engine.prepare(tilted[None], 25.0)
+    f = face_frame(p)
+    tilt = np.degrees(np.arctan2(f.ex[1], f.ex[0]))
+    assert abs(tilt + angle) < 5  # the eye line follows the rotation (counter-clockwise)
+    out = engine.render(p, 0, 1.0, 0.0, 0.0)
+    ys, xs = np.nonzero(changed(out, p.frames[0]))
+    assert len(xs) > 300
+    a = f.to_aligned(np.stack([xs, ys], axis=-1))
+    assert np.all(np.abs(a[:, 0]) < 0.9) and np.all((a[:, 1] > -0.45) & (a[:, 1] < 1.2))
+    # the changed region is symmetric about the face's own vertical axis (not the image's)
+    assert abs(np.median(a[:, 0])) < 0.08
+    img_dx = np.median(xs) - f.origin[0]
+    assert img_dx > 3  # which, in image coordinates, leans with the head
+
+
+def test_blinks_are_natural_and_deterministic(prepared: PreparedAvatar) -> None:
+    sched = BlinkSchedule(25.0, seed=0)
+    closure = np.array([sched.closure(i) for i in range(25 * 20)])
+    on = closure > 0
+    starts = np.flatnonzero(on[1:] & ~on[:-1]) + 1
+    assert closure[0] == 0.0 and starts[0] >= 2 * 25
+    gaps = np.diff(starts) / 25.0
+    assert len(starts) >= 3 and np.all((gaps > 1.9) & (gaps < 6.4))
+    lengths = [int(on[s : s + 12].sum()) for s in starts]
+    assert all(3 <= n <= 6 for n in lengths)  # ~150-250 ms
+    assert closure.max() == 1.0
+    again = BlinkSchedule(25.0, seed=0)
+    assert [again.closure(i) for i in range(500)] == closure.tolist()
+
+    engine = LiteEngine(fps=25.0, blink=True, seed=0)
+    silence = np.zeros(int(SR * (starts[0] + 6) / 25), dtype=np.float32)
+    frames = [f.image for f in engine.generate(prepared, whole_audio(silence))]
+    src = prepared.frames[0]
+    assert np.array_equal(frames[0], src)
+    full = frames[int(np.argmax(closure[: len(frames)]))]
+    ys, xs = np.nonzero(changed(full, src))
+    a = face_frame(prepared).to_aligned(np.stack([xs, ys], axis=-1))
+    assert len(xs) > 40
+    assert np.all(a[:, 1] < -0.7)  # only the eyes (well above the mouth) changed
+    assert np.any(a[:, 0] < -0.3) and np.any(a[:, 0] > 0.3)  # both eyes
+
+
+def test_a_video_avatar_uses_each_frames_landmarks(photo: np.ndarray) -> None:
+    shifts = [(0, 0), (0, 8), (7, 8), (7, 0)]
+    frames = np.stack([np.roll(photo, s, axis=(0, 1)) for s in shifts])
+    engine = LiteEngine(fps=25.0, blink=False)
+    p = engine.prepare(frames, 25.0)
+    lm = p.arrays["landmarks"]
+    offsets = []
+    for k, (dy, dx) in enumerate(shifts):
+        d = (lm[k] - lm[0]).mean(axis=0)
+        if k:  # the tracker follows the head (it may smooth, but it moves the right way)
+            assert d @ np.array([dx, dy]) > 0.4 * (dx * dx + dy * dy), (k, d)
+        ys, xs = np.nonzero(changed(engine.render(p, k, 1.0, 0.0, 0.0), frames[k]))
+        mouth = face_frame(p, k).origin
+        offsets.append((np.median(xs) - mouth[0], np.median(ys) - mouth[1]))
+    # each frame's change sits at the same place relative to that frame's own landmarks
+    o = np.array(offsets)
+    assert np.abs(o - o[0]).max() < 1.5, o
+
+
+def test_generate_is_deterministic(engine: LiteEngine, prepared: PreparedAvatar, speech) -> None:
+    a = [f.image for f in LiteEngine(blink=True).generate(prepared, whole_audio(speech))]
+    b = [f.image for f in LiteEngine(blink=True).generate(prepared, whole_audio(speech))]
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
