@@ -1,0 +1,462 @@
+"""Audio features for MuseTalk: the whisper-tiny encoder and the per-frame windows.
+
+The official computation (MuseTalk ``musetalk/whisper/audio2feature.py`` for v1.0,
+``musetalk/utils/audio_processor.py`` for v1.5), re-written:
+
+* log-mel spectrogram as in openai-whisper (16 kHz, n_fft 400, hop 160, 80 slaney mel bands,
+  ``log10``, floor at ``max - 8``, ``(x + 4) / 4``), fed to the encoder 3000 mel frames (30 s)
+  at a time;
+* features = the encoder's input embedding plus the output of each of its blocks: for
+  whisper-tiny 5 × 384 per step, 50 steps per second. v1.0 (openai ``tiny.pt``) takes the
+  block outputs as they are; v1.5 (Hugging Face ``WhisperModel``, ``output_hidden_states``)
+  has the final layer norm applied to the last one;
+* v1.0 normalises the log-mel over the whole clip and pads each 30 s chunk with zeros *in the
+  normalised mel domain*; v1.5 cuts the waveform into 30 s segments, pads each with silence and
+  normalises per segment. Both keep ``int(mel_frames / 2)`` (v1.0) or ``floor(seconds * 50)``
+  (v1.5) steps;
+* video frame ``i`` at ``fps`` takes 10 steps ``c - 4 … c + 5`` around ``c = int(i * 50 / fps)``
+  (−80 ms … +120 ms at 25 fps), flattened step-major to ``(10 * 5) × 384 = 50 × 384``. Out of
+  range steps are clamped to the ends (v1.0) or zero (v1.5, whose official code zero-pads).
+
+Nothing here needs transformers: the encoder is a small module with openai-whisper's key names;
+the v1.5 Hugging Face folder is loaded by renaming its encoder keys.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from digihuman.engines.lipsync.musetalk import weights as W
+
+SAMPLE_RATE = 16_000
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+CHUNK_SAMPLES = 30 * SAMPLE_RATE  # 480000
+CHUNK_FRAMES = CHUNK_SAMPLES // HOP  # 3000 mel frames
+STEPS_PER_SECOND = 50
+WINDOW_LEFT = 4  # steps before the centre step (2 frames × 2 steps)
+WINDOW_RIGHT = 6  # steps from the centre step on (exclusive end: c + 5 is the last)
+WINDOW_STEPS = WINDOW_LEFT + WINDOW_RIGHT  # 10
+
+
+# ---------------------------------------------------------------------------------------------
+# log-mel spectrogram
+# ---------------------------------------------------------------------------------------------
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (linear below 1 kHz, logarithmic above), as librosa's default."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp = 200.0 / 3
+    mels = f / f_sp
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    return np.where(
+        f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, mels
+    )
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, math.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS) -> np.ndarray:
+    """(n_mels, 1 + n_fft // 2) float32 triangular filters, slaney scale and area norm.
+
+    The filters openai-whisper ships as ``mel_filters.npz`` (``librosa.filters.mel`` defaults).
+    """
+    fft_freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
+    mel_pts = _mel_to_hz(np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(sr / 2)),
+                                     n_mels + 2))  # fmt: skip
+    fdiff = np.diff(mel_pts)
+    ramps = mel_pts[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_pts[2:] - mel_pts[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+def mel_power(audio: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """(80, n // 160) mel power spectrum (centred STFT with reflect padding, last frame dropped)."""
+    window = torch.hann_window(N_FFT, device=audio.device)
+    stft = torch.stft(audio, N_FFT, HOP, window=window, return_complex=True)
+    magnitudes = stft[:, :-1].abs() ** 2
+    return filters @ magnitudes
+
+
+def log_normalise(mel: torch.Tensor) -> torch.Tensor:
+    """whisper's log-mel normalisation, relative to the maximum of ``mel``."""
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the encoder (openai-whisper key names)
+# ---------------------------------------------------------------------------------------------
+
+
+class _LayerNorm(nn.LayerNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # computed in float32, as whisper does
+        return super().forward(x.float()).type(x.dtype)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        h = self.n_head
+
+        def heads(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, t, h, c // h).transpose(1, 2)
+
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        y = F.scaled_dot_product_attention(q, k, v)
+        return self.out(y.transpose(1, 2).reshape(b, t, c))
+
+
+class _Block(nn.Module):
+    def __init__(self, n_state: int, n_head: int) -> None:
+        super().__init__()
+        self.attn = _SelfAttention(n_state, n_head)
+        self.attn_ln = _LayerNorm(n_state)
+        self.mlp = nn.Sequential(nn.Linear(n_state, 4 * n_state), nn.GELU(),
+                                 nn.Linear(4 * n_state, n_state))  # fmt: skip
+        self.mlp_ln = _LayerNorm(n_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_ln(x))
+        return x + self.mlp(self.mlp_ln(x))
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
+    inc = math.log(max_timescale) / (channels // 2 - 1)
+    inv = torch.exp(-inc * torch.arange(channels // 2))
+    t = torch.arange(length)[:, None] * inv[None, :]
+    return torch.cat([torch.sin(t), torch.cos(t)], dim=1)
+
+
+class WhisperEncoder(nn.Module):
+    """whisper's audio encoder; ``forward`` returns the stacked hidden states MuseTalk uses."""
+
+    def __init__(
+        self,
+        n_mels: int = 80,
+        n_ctx: int = 1500,
+        n_state: int = 384,
+        n_head: int = 6,
+        n_layer: int = 4,
+        *,
+        norm_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_ctx = n_ctx
+        self.n_state = n_state
+        self.norm_last = norm_last  # v1.5 (HF hidden_states): final layer norm on the last one
+        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(n_ctx, n_state))
+        self.blocks = nn.ModuleList([_Block(n_state, n_head) for _ in range(n_layer)])
+        self.ln_post = _LayerNorm(n_state)
+
+    @property
+    def n_layers_out(self) -> int:
+        return len(self.blocks) + 1
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, 2 * n_ctx) → (B, n_ctx, n_layer + 1, n_state)."""
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        if x.shape[1:] != self.positional_embedding.shape:
+            raise ValueError(f"encoder expects {2 * self.n_ctx} mel frames, got {mel.shape[-1]}")
+        x = (x + self.positional_embedding).to(x.dtype)
+        hidden = [x]
+        for block in self.blocks:
+            x = block(x)
+            hidden.append(x)
+        if self.norm_last:
+            hidden[-1] = self.ln_post(hidden[-1])
+        return torch.stack(hidden, dim=2)
+
+
+def hf_to_openai_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename a Hugging Face Whisper checkpoint's encoder keys to openai-whisper's names.
+
+    Decoder keys (``decoder.*``, ``proj_out.*``) are dropped: MuseTalk uses only the encoder.
+    """
+    out: dict[str, torch.Tensor] = {}
+    rename = {
+        "self_attn.q_proj": "attn.query",
+        "self_attn.k_proj": "attn.key",
+        "self_attn.v_proj": "attn.value",
+        "self_attn.out_proj": "attn.out",
+        "self_attn_layer_norm": "attn_ln",
+        "fc1": "mlp.0",
+        "fc2": "mlp.2",
+        "final_layer_norm": "mlp_ln",
+    }
+    for key, value in state.items():
+        k = key.removeprefix("model.")
+        if not k.startswith("encoder."):
+            continue
+        k = k.removeprefix("encoder.")
+        if k == "embed_positions.weight":
+            k = "positional_embedding"
+        elif k.startswith("layer_norm."):
+            k = "ln_post." + k.removeprefix("layer_norm.")
+        elif k.startswith("layers."):
+            _, idx, rest = k.split(".", 2)
+            for old, new in rename.items():
+                if rest.startswith(old + "."):
+                    rest = new + rest[len(old) :]
+                    break
+            k = f"blocks.{idx}.{rest}"
+        out[k] = value
+    return out
+
+
+def load_encoder(path: Path, *, version: str) -> WhisperEncoder:
+    """Load whisper-tiny strictly: ``whisper/tiny.pt`` (openai) or the HF ``whisper/`` folder."""
+    path = Path(path)
+    if path.is_dir():
+        cfg = W.read_json(path / "config.json")
+        try:
+            dims = dict(
+                n_mels=int(cfg["num_mel_bins"]),
+                n_ctx=int(cfg["max_source_positions"]),
+                n_state=int(cfg["d_model"]),
+                n_head=int(cfg["encoder_attention_heads"]),
+                n_layer=int(cfg["encoder_layers"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise W.BadWeightsError(f"{path / 'config.json'} lacks {exc}; {W.DOWNLOAD_HINT}") from None
+        wfile = W.require(path.parent, "whisper/pytorch_model.bin")
+        state = hf_to_openai_keys(W.state_dict_of(W.load_checkpoint(wfile), wfile))
+    else:
+        wfile = path
+        ckpt = W.load_checkpoint(path)
+        if not isinstance(ckpt, dict) or "dims" not in ckpt:
+            raise W.BadWeightsError(f"{path} is not an openai-whisper checkpoint (no 'dims')")
+        d = ckpt["dims"]
+        try:
+            dims = dict(
+                n_mels=int(d["n_mels"]),
+                n_ctx=int(d["n_audio_ctx"]),
+                n_state=int(d["n_audio_state"]),
+                n_head=int(d["n_audio_head"]),
+                n_layer=int(d["n_audio_layer"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise W.BadWeightsError(f"{path}: 'dims' lacks {exc}") from None
+        full = W.state_dict_of(ckpt, path, key="model_state_dict")
+        state = {k[len("encoder.") :]: v for k, v in full.items() if k.startswith("encoder.")}
+        extra = [k for k in full if not k.startswith(("encoder.", "decoder."))]
+        if extra:
+            raise W.BadWeightsError(f"{path}: unexpected key(s) {extra[:3]}; {W.DOWNLOAD_HINT}")
+    enc = WhisperEncoder(**dims, norm_last=(version == "v15"))
+    W.load_strict(enc, state, wfile, what="whisper encoder")
+    return enc.float().eval()
+
+
+def verify_file(path: Path) -> str:
+    enc = load_encoder(path, version="v15" if Path(path).is_dir() else "v1")
+    n = sum(p.numel() for p in enc.parameters())
+    return f"whisper encoder: {len(enc.blocks)} blocks × {enc.n_state}, {n / 1e6:.1f}M params"
+
+
+def describe_hf_config(folder: Path) -> str:
+    cfg = W.read_json(Path(folder) / "config.json")
+    return f"d_model {cfg.get('d_model')}, encoder_layers {cfg.get('encoder_layers')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# features and windows
+# ---------------------------------------------------------------------------------------------
+
+
+class AudioFeatureExtractor:
+    """wav (16 kHz mono float32) → per-step features (T, n_layer + 1, d) → per-frame windows."""
+
+    def __init__(
+        self,
+        encoder: WhisperEncoder,
+        *,
+        version: str,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        W.check_version(version)
+        self.version = version
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.encoder = encoder.to(self.device, dtype).eval()
+        self.filters = torch.from_numpy(mel_filterbank()).to(self.device)
+        self.n_layers_out = encoder.n_layers_out
+        self.dim = encoder.n_state
+
+    @torch.inference_mode()
+    def encode(self, mel: torch.Tensor) -> np.ndarray:
+        """(B, 80, 3000) normalised log-mel → (B, 1500, n_layer + 1, d) float32 numpy."""
+        out = self.encoder(mel.to(self.device, self.dtype))
+        return out.float().cpu().numpy()
+
+    def chunk_features(self, audio: np.ndarray, first_chunk: int = 0) -> list[np.ndarray]:
+        """Features of the 30 s chunks ``first_chunk, …`` of ``audio``, trimmed as officially.
+
+        v1.0 normalises the log-mel over the whole of ``audio`` (so the result depends on all of
+        it); v1.5 treats each 30 s segment on its own.
+        """
+        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
+        n = int(x.shape[0])
+        mels: list[torch.Tensor] = []
+        keep: list[int] = []
+        if self.version == "v1":
+            if n < HOP:
+                return []
+            mel = log_normalise(mel_power(x, self.filters))
+            m = int(mel.shape[1])
+            for seek in range(first_chunk * CHUNK_FRAMES, m, CHUNK_FRAMES):
+                seg = mel[:, seek : seek + CHUNK_FRAMES]
+                keep.append(int(seg.shape[1]) // 2)
+                mels.append(F.pad(seg, (0, CHUNK_FRAMES - int(seg.shape[1]))))
+        else:
+            total = math.floor(n / SAMPLE_RATE * STEPS_PER_SECOND)
+            steps = CHUNK_FRAMES // 2
+            for k, start in enumerate(range(0, n, CHUNK_SAMPLES)):
+                if k < first_chunk:
+                    continue
+                seg = x[start : start + CHUNK_SAMPLES]
+                seg = F.pad(seg, (0, CHUNK_SAMPLES - int(seg.shape[0])))
+                mels.append(log_normalise(mel_power(seg, self.filters)))
+                keep.append(max(0, min(steps, total - k * steps)))
+        if not mels:
+            return []
+        feats = self.encode(torch.stack(mels))
+        return [f[:k] for f, k in zip(feats, keep, strict=True)]
+
+    def features(self, audio: np.ndarray) -> np.ndarray:
+        """The whole clip's features, (T, n_layer + 1, d) float32, as the official code computes."""
+        chunks = self.chunk_features(audio)
+        if not chunks:
+            return np.zeros((0, self.n_layers_out, self.dim), np.float32)
+        return np.concatenate(chunks, axis=0)
+
+    def windows(self, features: np.ndarray, frames: Sequence[int], fps: float) -> np.ndarray:
+        return frame_windows(features, frames, fps, self.version)
+
+
+def window_steps(frame: int, fps: float, version: str) -> np.ndarray:
+    """The 10 raw step indices (maybe out of range) of video frame ``frame``'s audio window."""
+    if version == "v1":
+        centre = int(frame * STEPS_PER_SECOND / fps)
+    else:  # v1.5 uses an integer fps in its multiplier
+        centre = math.floor(frame * (STEPS_PER_SECOND / int(fps)))
+    return centre + np.arange(-WINDOW_LEFT, WINDOW_RIGHT)
+
+
+def frame_windows(
+    features: np.ndarray, frames: Sequence[int], fps: float, version: str
+) -> np.ndarray:
+    """(len(frames), 10 * (n_layer + 1), d) float32: each frame's window, step-major.
+
+    Out-of-range steps are clamped to the first/last step (v1.0) or zero (v1.5).
+    """
+    t, layers, dim = features.shape
+    out = np.zeros((len(frames), WINDOW_STEPS, layers, dim), np.float32)
+    for j, frame in enumerate(frames):
+        idx = window_steps(int(frame), fps, version)
+        if t == 0:
+            continue
+        if version == "v1":
+            out[j] = features[np.clip(idx, 0, t - 1)]
+        else:
+            ok = (idx >= 0) & (idx < t)
+            out[j, ok] = features[idx[ok]]
+    return out.reshape(len(frames), WINDOW_STEPS * layers, dim)
+
+
+class FeatureStream:
+    """Features of a growing audio segment (realtime mode).
+
+    Each call of :meth:`features` encodes only the chunks not yet final: a 30 s chunk is frozen
+    once all of its audio is known (v1.5: exact; v1.0: its log-mel floor then stops following
+    the running maximum of later audio, a documented approximation of the whole-clip
+    normalisation). When a whole clip arrives at once the result equals
+    :meth:`AudioFeatureExtractor.features` exactly.
+    """
+
+    def __init__(self, extractor: AudioFeatureExtractor) -> None:
+        self.extractor = extractor
+        self._parts: list[np.ndarray] = []
+        self._n = 0
+        self._frozen: list[np.ndarray] = []
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return self._n
+
+    def push(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._parts.append(np.asarray(samples, np.float32))
+            self._n += len(samples)
+
+    def audio(self) -> np.ndarray:
+        if len(self._parts) > 1:
+            self._parts = [np.concatenate(self._parts)]
+        return self._parts[0] if self._parts else np.zeros(0, np.float32)
+
+    def features(self) -> np.ndarray:
+        if self._cache is not None and self._cache[0] == self._n:
+            return self._cache[1]
+        audio = self.audio()
+        margin = N_FFT if self.extractor.version == "v1" else 0
+        complete = max(0, (self._n - margin) // CHUNK_SAMPLES)
+        fresh = self.extractor.chunk_features(audio, first_chunk=len(self._frozen))
+        while len(self._frozen) < complete and fresh:
+            self._frozen.append(fresh.pop(0))
+        parts = self._frozen + fresh
+        ex = self.extractor
+        feats = (
+            np.concatenate(parts, axis=0)
+            if parts
+            else np.zeros((0, ex.n_layers_out, ex.dim), np.float32)
+        )
+        self._cache = (self._n, feats)
+        return feats
+
+
+def extractor_from_dir(
+    models_dir: Path, version: str, *, device: str | torch.device, dtype: torch.dtype
+) -> AudioFeatureExtractor:
+    if version == "v1":
+        path = W.require(models_dir, "whisper/tiny.pt")
+    else:
+        W.require(models_dir, "whisper/config.json")
+        path = Path(models_dir) / "whisper"
+    return AudioFeatureExtractor(
+        load_encoder(path, version=version), version=version, device=device, dtype=dtype
+    )
+
+
+def describe(extractor: AudioFeatureExtractor) -> dict[str, Any]:
+    return {"version": extractor.version, "layers": extractor.n_layers_out, "dim": extractor.dim}
