@@ -209,7 +209,7 @@ class LiteEngine:
                 roi = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                 if openness > 0.01:
                     look = prepared.arrays["mouth_look"][k]
-                    render_interior(roi, mouth, look, openness, width)
+                    render_interior(roi, src, mouth, look, openness, width)
                 out[y0:y1, x0:x1] = roi
         if blink:
             for eye in (eye_a, eye_b):

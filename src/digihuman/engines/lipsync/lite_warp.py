@@ -48,7 +48,7 @@ JAW_DROP = 0.19  # lower lip / jaw travel at openness 1
 LIP_LIFT = 0.045  # upper lip travel at openness 1
 OPEN_NARROW = 0.08  # relative narrowing of the mouth when wide open
 WIDTH_GAIN = 0.12  # relative width change at width ±1
-TEETH_MIN, TEETH_MAX = 0.035, 0.09
+TEETH_MIN, TEETH_MAX = 0.04, 0.15
 
 
 def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -305,14 +305,26 @@ def mouth_look(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
                 ys, xs = np.nonzero(bright)
                 av = f.to_aligned(np.stack([xs + x0, ys + y0], axis=-1))[:, 1]
                 height = float(np.clip(np.ptp(av), TEETH_MIN, TEETH_MAX))
-    throat = 0.25 * lips_rgb + 0.75 * np.array([62.0, 20.0, 22.0])
+    throat = 0.2 * lips_rgb + 0.8 * np.array([52.0, 16.0, 14.0])
     return np.array([throat, teeth_rgb, [strength, height, 0.0]], dtype=np.float32)
 
 
 def render_interior(
-    roi: np.ndarray, rig: MouthRig, look: np.ndarray, openness: float, width: float
+    roi: np.ndarray,
+    src: np.ndarray,
+    rig: MouthRig,
+    look: np.ndarray,
+    openness: float,
+    width: float,
 ) -> None:
-    """Fill the gap between the displaced inner lips of the warped ROI (in place)."""
+    """Fill the gap between the displaced inner lips of the warped ROI (in place).
+
+    The inside of the mouth rides with the upper lip (the upper teeth are fixed to the skull):
+    where the photo's own mouth was open, its real pixels (teeth, shadow) are shown moved up
+    with the lip; the rest of the gap is a dark red-brown throat made from the real pixels that
+    slid there, darker in the depth, with a tongue tint at the bottom and, when the photo shows
+    no teeth, a faint upper-teeth band.
+    """
     x0, y0 = rig.region.box[:2]
     poly = rig.inner_polygon(openness, width) - np.array([x0, y0])
     h, w = roi.shape[:2]
@@ -329,7 +341,8 @@ def render_interior(
     alpha = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32) * (1.0 / 255.0)
     sl = (slice(by0, by1), slice(bx0, bx1))
     lat = rig.lat[sl]
-    top = rig.v_top[sl] - openness * LIP_LIFT * lat
+    lift = openness * LIP_LIFT * lat
+    top = rig.v_top[sl] - lift
     bot = rig.v_bot[sl] + openness * JAW_DROP * lat
     v = rig.vu[sl]
     gap = np.maximum(bot - top, 1e-3)
@@ -337,18 +350,26 @@ def render_interior(
     throat, teeth, (strength, t_h, _) = look[0], look[1], look[2]
     patch = roi[sl].astype(np.float32)
     # Real pixels that slid into the gap, darkened toward the throat colour.
-    base = patch * 0.22 + throat * 0.78
-    shade = 0.75 + 0.25 * np.abs(2.0 * s - 1.0)  # darker in the depth of the mouth
+    base = patch * 0.2 + throat * 0.8
+    shade = 0.7 + 0.3 * np.abs(2.0 * s - 1.0)  # darker in the depth of the mouth
     col = base * shade[..., None]
     tongue = smoothstep(0.6, 1.0, s) * 0.45 * smoothstep(0.05, 0.12, gap)
     col += (np.array([150.0, 62.0, 62.0], np.float32) - col) * tongue[..., None]
-    t_alpha = (
-        strength * (1.0 - smoothstep(0.75 * t_h, 1.1 * t_h, v - top)) * smoothstep(0.05, 0.4, lat)
+    if strength < 1.0:  # no teeth in the photo: a faint band where the upper teeth would be
+        t_alpha = strength * (1.0 - smoothstep(0.75 * t_h, 1.1 * t_h, v - top))
+        t_alpha *= smoothstep(0.05, 0.4, lat)
+        col += (teeth * (0.8 + 0.2 * lat[..., None]) - col) * t_alpha[..., None]
+    # The photo's own open mouth, moved up with the upper lip.
+    src_gap = rig.v_bot[sl] - rig.v_top[sl]
+    real = (1.0 - smoothstep(0.7, 1.0, (v - top) / np.maximum(src_gap, 1e-3))) * smoothstep(
+        0.01, 0.03, src_gap
     )
-    # When the photo shows teeth keep their real texture (the upper half of the source mouth
-    # rides up with the upper lip), nudged toward their mean colour.
-    real = strength >= 1.0
-    t_col = patch * 0.8 + teeth * 0.2 if real else teeth * (0.8 + 0.2 * lat[..., None])
-    col += (t_col - col) * t_alpha[..., None]
+    if real.max() > 0.01:
+        f = rig.frame
+        shift = (lift * f.scale).astype(np.float32)
+        mx = rig.region.gx[sl] + shift * np.float32(f.ey[0])
+        my = rig.region.gy[sl] + shift * np.float32(f.ey[1])
+        own = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        col += (own.astype(np.float32) - col) * real[..., None]
     a = alpha[..., None]
     roi[sl] = np.clip(patch + (col - patch) * a, 0, 255).astype(np.uint8)
