@@ -3,7 +3,6 @@
 # no "from __future__ import annotations": FastAPI reads these annotations at run time, and
 # the route closures refer to settings values (bounds) that a string annotation cannot see
 
-
 import asyncio
 import contextlib
 from typing import Annotated, Any
