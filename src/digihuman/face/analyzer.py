@@ -12,7 +12,7 @@ import numpy as np
 from digihuman.errors import InputError, NoFaceError
 from digihuman.face import detector as det_mod
 from digihuman.face import models
-from digihuman.face.detector import BlazeFace, Detection, iou
+from digihuman.face.detector import BlazeFace, Detection, iou, weighted_nms
 from digihuman.face.landmarks import (
     FaceMesh,
     MeshResult,
@@ -31,6 +31,9 @@ Progress = Callable[[float, str], None]
 def _no_progress(fraction: float, message: str) -> None:
     return None
 
+
+MIN_TILE = 256  # smallest tile of the small-face search, in image pixels
+REFINE_STEPS = 6  # at most this many re-landmarking passes for a new face
 
 NO_FACE_HINT = "use a photo where one face is clearly visible, at least ~64 px wide"
 
@@ -107,48 +110,58 @@ class FaceAnalyzer:
 
     # ------------------------------------------------------------------ detection
 
-    def _candidates(self, image: np.ndarray) -> list[Detection]:
-        dets = self._short.detect(image, self.min_score) + self._full.detect(image, self.min_score)
-        if dets:
-            return dets
-        return self._tiled(image)
-
-    def _tiled(self, image: np.ndarray) -> list[Detection]:
-        """Search overlapping tiles, coarse to fine, for faces too small for the whole-image
-        pass; stops at the first tile size that finds any."""
+    def _candidates(self, image: np.ndarray, exhaustive: bool) -> list[Detection]:
+        """Detections from both models on the whole image, then from overlapping tiles
+        (coarse to fine) for faces too small for the whole-image pass. ``exhaustive``
+        searches every tile size; otherwise the search stops at the first that finds any."""
+        found = self._short.detect(image, self.min_score) + self._full.detect(image, self.min_score)
+        if found and not exhaustive:
+            return found
         h, w = image.shape[:2]
-        side = max(h, w)
-        tile = side // 2
-        while tile >= 256:
+        tile = max(h, w) // 2
+        while tile >= MIN_TILE:
             step = tile // 2
-            found: list[Detection] = []
+            level: list[Detection] = []
             for y in range(0, max(1, h - tile + step), step):
                 for x in range(0, max(1, w - tile + step), step):
                     y0, x0 = min(y, max(0, h - tile)), min(x, max(0, w - tile))
                     part = image[y0 : y0 + tile, x0 : x0 + tile]
+                    off = np.array([x0, y0], np.float32)
                     for d in self._full.detect(part, self.min_score):
-                        off = np.array([x0, y0], np.float32)
-                        found.append(Detection(d.box + np.tile(off, 2), d.keypoints + off, d.score))
-            if found:
+                        level.append(Detection(d.box + np.tile(off, 2), d.keypoints + off, d.score))
+            found += level
+            if found and not exhaustive:
                 return found
             tile //= 2
-        return []
+        if len(found) < 2:
+            return found
+        # one candidate per face: merge what several tiles and models found
+        merged = weighted_nms(
+            np.stack([d.box for d in found]),
+            np.stack([d.keypoints for d in found]),
+            np.array([d.score for d in found]),
+        )
+        return [Detection(b.astype(np.float32), k.astype(np.float32), s) for b, k, s in merged]
 
     def _verify(self, image: np.ndarray, roi: Roi, score: float) -> _Face | None:
-        """Landmark ``roi`` and refine it twice from the mesh itself; None if the landmark
-        model says there is no face."""
+        """Landmark ``roi``, then re-landmark from the mesh's own region until it settles
+        (the state tracking continues from); None if the landmark model sees no face."""
         r = self._mesh.run(image, roi)
-        for _ in range(2):
+        for _ in range(REFINE_STEPS):
             if r.presence < self.min_presence:
                 return None
-            r = self._mesh.run(image, roi_from_points(r.points))
+            nxt = self._mesh.run(image, roi_from_points(r.points))
+            moved = float(np.abs(nxt.points - r.points).mean())
+            r = nxt
+            if moved < 0.002 * r.roi.size:
+                break
         if r.presence < self.min_presence:
             return None
         return _Face(r, score)
 
-    def _faces(self, image: np.ndarray) -> list[_Face]:
+    def _faces(self, image: np.ndarray, exhaustive: bool = True) -> list[_Face]:
         faces: list[_Face] = []
-        for d in sorted(self._candidates(image), key=lambda d: -d.score):
+        for d in sorted(self._candidates(image, exhaustive), key=lambda d: -d.score):
             face = self._verify(image, roi_from_detection(d), d.score)
             if face is None:
                 continue
@@ -230,7 +243,9 @@ class FaceAnalyzer:
                 if r.presence < self.min_presence:
                     r = None
             if r is None:
-                faces = self._faces(img)
+                # the first face is chosen like analyze() does; later re-detections only
+                # need the face that was lost, so they stop at the first tile size with one
+                faces = self._faces(img, exhaustive=last_center is None)
                 if faces:
                     redetections += 1
                     if last_center is None:

@@ -16,12 +16,13 @@ Points that fall on an anchor are exact mesh vertices; the others are interpolat
 ======  =======================  =================================================  ========
 68 idx  part                     mesh polyline (resampled to the run's point count)  exact?
 ======  =======================  =================================================  ========
-0-16    jaw, right ear -> chin   127 234 93 132 58 172 136 150 149 176 148 152      approx.
-        -> left ear              377 400 378 379 365 397 288 361 323 454 356
+0-16    jaw, right ear -> chin   127 234 93 132 58 172 136 150 149 176 148 152      0, 8, 16
+        -> left ear (each half   377 400 378 379 365 397 288 361 323 454 356
+        resampled on its own)
 17-21   right brow, outer->inner 70 63 105 66 107 (upper brow edge)                 approx.
 22-26   left brow, inner->outer  336 296 334 293 300                                approx.
 27-30   nose bridge -> tip       168 6 197 195 5 4 1                                27, 30
-31-35   nostrils, right->left    98 97 2 326 327                                    yes
+31-35   nostrils, right->left    98 97 2 | 2 326 327                                31, 33, 35
 36-41   right eye: outer corner, 33 (246 161 160 159 158 157 173) 133 (155 154     36, 39
         upper lid x2, inner       153 145 144 163 7)
         corner, lower lid x2
@@ -218,15 +219,6 @@ def invert_transform(m: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- iBUG 68
 
-_IBUG_RUNS: tuple[tuple[int, tuple[int, ...], bool], ...] = (
-    # (number of 68-points, mesh polyline, closed ring)
-    (17, JAW, False),
-    (5, (70, 63, 105, 66, 107), False),
-    (5, (336, 296, 334, 293, 300), False),
-    (4, NOSE_BRIDGE, False),
-    (5, NOSE_BOTTOM, False),
-)
-
 
 def resample_polyline(points: np.ndarray, n: int) -> np.ndarray:
     """``n`` points evenly spaced by arc length along an open polyline (ends included)."""
@@ -250,7 +242,15 @@ def to_68(lm: Landmarks | np.ndarray) -> np.ndarray:
     p = _pts(lm)
     if p.shape[0] < 468:
         raise ValueError(f"to_68 needs the 468-point mesh, got {p.shape[0]} points")
-    parts = [_arc(p, idx, n) for n, idx, _ in _IBUG_RUNS]
+    # jaw: each half from the ear-level end to the chin, so 0, 8 and 16 are mesh vertices
+    chin = JAW.index(CHIN)
+    jaw = np.concatenate([_arc(p, JAW[: chin + 1], 9), _arc(p, JAW[chin:], 9)[1:]])
+    right_brow = _arc(p, (70, 63, 105, 66, 107), 5)
+    left_brow = _arc(p, (336, 296, 334, 293, 300), 5)
+    bridge = _arc(p, NOSE_BRIDGE, 4)
+    # under the nose: each half to the subnasale (2), so 31, 33 and 35 are mesh vertices
+    nostrils = np.concatenate([_arc(p, (98, 97, 2), 3), _arc(p, (2, 326, 327), 3)[1:]])
+    parts = [jaw, right_brow, left_brow, bridge, nostrils]
     # eyes: corners exact, two lid points each at 1/3 and 2/3 of the lid's arc
     r_up = _arc(p, RIGHT_EYE_UPPER, 4)  # 33 .. 133
     r_lo = _arc(p, RIGHT_EYE_LOWER, 4)
