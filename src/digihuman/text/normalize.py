@@ -135,8 +135,8 @@ def normalize_zh(text: str) -> str:
     text = _ISO_DATE.sub(date, text)
     text = _SLASH_DATE.sub(date, text)
     text = _TIME.sub(time, text)
-    text = re.sub(r"(?<![\d.])(?:0\d+|\d{7,})(?![\d.])", digits, text)
     text = re.sub(r"(?<=\d),(?=\d{3})", "", text)  # 1,000 → 1000
+    text = re.sub(r"(?<![\d.])(?:0\d+|\d{7,})(?![\d.])", digits, text)
     try:
         out: str = cn2an.transform(text, "an2cn")
     except Exception:  # cn2an rejects some odd inputs; fall back to numbers one by one

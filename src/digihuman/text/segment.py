@@ -99,8 +99,8 @@ def split_sentences(text: str, max_len: int = 200) -> list[str]:
     for p in pieces:
         p = " ".join(p.split())
         if not p or not re.search(r"\w", p):
-            if p and out:
-                out[-1] += p  # stray closing punctuation
+            if p and out and len(out[-1]) + len(p) <= max_len:
+                out[-1] += p  # stray closing punctuation (dropped if it would not fit)
             continue
         out.extend(s.strip() for s in _hard_split(p, max_len) if s.strip())
     return out
