@@ -219,7 +219,7 @@ def test_tracking_follows_a_moving_head(
     truth = np.stack([geometry.transform_points(ref_points, m) for m in ms])
     got = np.stack([lm.points for lm in lms])
     err = np.linalg.norm(got - truth, axis=2).mean(axis=1)
-    assert err.max() < 2.5, err.round(2)
+    assert err.max() < 2.0, err.round(2)
     angles = [geometry.eye_line_angle(lm) for lm in lms]
     want = [geometry.eye_line_angle(t) for t in truth]
     assert np.abs(np.subtract(angles, want)).max() < 2.0

@@ -32,7 +32,8 @@ def _no_progress(fraction: float, message: str) -> None:
     return None
 
 
-MIN_TILE = 256  # smallest tile of the small-face search, in image pixels
+MIN_TILE = 384  # smallest tile when looking for every face, in image pixels
+LAST_RESORT_TILE = 256  # smallest tile when no face was found at all
 REFINE_STEPS = 6  # at most this many re-landmarking passes for a new face
 
 NO_FACE_HINT = "use a photo where one face is clearly visible, at least ~64 px wide"
@@ -111,27 +112,21 @@ class FaceAnalyzer:
     # ------------------------------------------------------------------ detection
 
     def _candidates(self, image: np.ndarray, exhaustive: bool) -> list[Detection]:
-        """Detections from both models on the whole image, then from overlapping tiles
-        (coarse to fine) for faces too small for the whole-image pass. ``exhaustive``
-        searches every tile size; otherwise the search stops at the first that finds any."""
+        """Detections from both models on the whole image, then from overlapping tiles,
+        coarse to fine, for faces too small for the whole-image pass (the full-range model
+        needs a face >= ~7% of its input's side).
+
+        Not ``exhaustive``: stop at the first pass that finds a face (it holds the largest).
+        ``exhaustive``: search tiles down to MIN_TILE px (faces from ~30 px up). Either way,
+        when nothing is found, keep going down to LAST_RESORT_TILE px (faces from ~18 px).
+        """
         found = self._short.detect(image, self.min_score) + self._full.detect(image, self.min_score)
-        if found and not exhaustive:
-            return found
         h, w = image.shape[:2]
         tile = max(h, w) // 2
-        while tile >= MIN_TILE:
-            step = tile // 2
-            level: list[Detection] = []
-            for y in range(0, max(1, h - tile + step), step):
-                for x in range(0, max(1, w - tile + step), step):
-                    y0, x0 = min(y, max(0, h - tile)), min(x, max(0, w - tile))
-                    part = image[y0 : y0 + tile, x0 : x0 + tile]
-                    off = np.array([x0, y0], np.float32)
-                    for d in self._full.detect(part, self.min_score):
-                        level.append(Detection(d.box + np.tile(off, 2), d.keypoints + off, d.score))
-            found += level
-            if found and not exhaustive:
-                return found
+        while tile >= LAST_RESORT_TILE:
+            if found and (not exhaustive or tile < MIN_TILE):
+                break
+            found += self._tiles(image, tile)
             tile //= 2
         if len(found) < 2:
             return found
@@ -142,6 +137,20 @@ class FaceAnalyzer:
             np.array([d.score for d in found]),
         )
         return [Detection(b.astype(np.float32), k.astype(np.float32), s) for b, k, s in merged]
+
+    def _tiles(self, image: np.ndarray, tile: int) -> list[Detection]:
+        """Full-range detections on square tiles of side ``tile`` overlapping by half."""
+        h, w = image.shape[:2]
+        step = tile // 2
+        found: list[Detection] = []
+        for y in range(0, max(1, h - tile + step), step):
+            for x in range(0, max(1, w - tile + step), step):
+                y0, x0 = min(y, max(0, h - tile)), min(x, max(0, w - tile))
+                part = image[y0 : y0 + tile, x0 : x0 + tile]
+                off = np.array([x0, y0], np.float32)
+                for d in self._full.detect(part, self.min_score):
+                    found.append(Detection(d.box + np.tile(off, 2), d.keypoints + off, d.score))
+        return found
 
     def _verify(self, image: np.ndarray, roi: Roi, score: float) -> _Face | None:
         """Landmark ``roi``, then re-landmark from the mesh's own region until it settles
@@ -193,7 +202,8 @@ class FaceAnalyzer:
     ) -> Landmarks:
         """Landmarks of the largest face (or the ``face_index``-th largest)."""
         img = _check_image(image)
-        faces = self._faces(img)
+        # the largest face is found by the first pass that finds any; others need them all
+        faces = self._faces(img, exhaustive=bool(face_index))
         return self._pick(faces, face_index, name).landmarks()
 
     @staticmethod
@@ -243,9 +253,9 @@ class FaceAnalyzer:
                 if r.presence < self.min_presence:
                     r = None
             if r is None:
-                # the first face is chosen like analyze() does; later re-detections only
-                # need the face that was lost, so they stop at the first tile size with one
-                faces = self._faces(img, exhaustive=last_center is None)
+                # the first face is chosen like analyze() does; a re-detection only needs
+                # the face that was lost
+                faces = self._faces(img, exhaustive=last_center is None and bool(face_index))
                 if faces:
                     redetections += 1
                     if last_center is None:

@@ -49,13 +49,17 @@ class OneEuroFilter:
         x = np.asarray(x, np.float64)
         if self._x is None or self._x.shape != x.shape:
             self._x = x.copy()
-            self._dx = np.zeros(x.shape[0])
+            self._dx = None
             return x.copy()
-        assert self._dx is not None
         speed = np.linalg.norm((x - self._x).reshape(x.shape[0], -1), axis=1)
         speed = speed / max(scale, 1e-6) / self.dt
-        a_d = _alpha(self.d_cutoff, self.dt)
-        self._dx = a_d * speed + (1.0 - a_d) * self._dx
+        if self._dx is None:
+            # the first speed is taken as is: starting from 0 would lag a face that is
+            # already moving when tracking starts
+            self._dx = speed
+        else:
+            a_d = _alpha(self.d_cutoff, self.dt)
+            self._dx = a_d * speed + (1.0 - a_d) * self._dx
         a = _alpha(self.min_cutoff + self.beta * self._dx, self.dt)
         a = a.reshape((-1,) + (1,) * (x.ndim - 1))
         self._x = a * x + (1.0 - a) * self._x
