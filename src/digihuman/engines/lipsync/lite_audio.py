@@ -143,7 +143,9 @@ class MouthTracker:
     ABS_OPEN_DB = -58.0  # nothing quieter than this ever opens the mouth
     ABS_CLOSE_DB = -62.0
     HOLD_FRAMES = 2  # keep the gate open this many frames after it would close
-    RANGE_DB = 24.0  # loudness range mapped onto openness below the peak
+    RANGE_DB = 20.0  # loudness range mapped onto openness below the peak
+    LOUD_EXP = 1.6  # openness = loudness ** LOUD_EXP (scaled by the vowel)
+    ATTACK, RELEASE = 0.85, 0.8  # smoothing per 25 fps frame, opening / closing
 
     def __init__(self, fps: float, sample_rate: int = SAMPLE_RATE) -> None:
         self.fps = fps
@@ -215,9 +217,9 @@ class MouthTracker:
             vowel_open = float(np.clip((f1 - 0.15) / 0.45, 0.0, 1.0))
             spread = float(np.clip((high - 0.05) / 0.15, 0.0, 1.0))
             rounded = float(np.clip((low - 0.5) / 0.3, 0.0, 1.0)) * (1.0 - spread)
-            target_o = loud**1.4 * (0.5 + 0.5 * vowel_open)
+            target_o = loud**self.LOUD_EXP * (0.65 + 0.35 * vowel_open)
             target_w = float(np.clip(spread - rounded, -1.0, 1.0)) * min(1.0, 2.0 * loud)
-        a_up, a_down = min(1.0, 0.75 * r), min(1.0, 0.45 * r)
+        a_up, a_down = min(1.0, self.ATTACK * r), min(1.0, self.RELEASE * r)
         self.openness += (target_o - self.openness) * (a_up if target_o > self.openness else a_down)
         self.width += (target_w - self.width) * min(1.0, 0.5 * r)
         if not self.gate and self.openness < 0.03:
