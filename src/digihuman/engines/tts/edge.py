@@ -42,9 +42,15 @@ class Mp3Decoder:
         self.sample_rate: int | None = None
 
     def _frames(self, packets: Any) -> np.ndarray:
+        import av
+
         out = []
         for pkt in packets:
-            for frame in self._ctx.decode(pkt):
+            try:
+                frames = self._ctx.decode(pkt)
+            except av.error.InvalidDataError:  # an ID3 tag or a damaged frame: skip it
+                continue
+            for frame in frames:
                 self.sample_rate = frame.sample_rate
                 a = frame.to_ndarray().astype(np.float32)
                 if a.dtype.kind == "i":  # pragma: no cover - mp3 decodes to float planes
