@@ -210,6 +210,33 @@ def test_mp4_round_trip_streams_frames_and_audio(tmp_path: Path, seconds: float)
     assert [p.name for p in tmp_path.iterdir()] == ["o.mp4"]
 
 
+def test_streamed_audio_in_pieces(tmp_path: Path) -> None:
+    audio = tone(2.0, freq=330.0)
+    frames = moving_frames(50)
+    rng = np.random.default_rng(3)
+    cuts = np.sort(rng.choice(np.arange(1, len(audio)), 12, replace=False))
+    pieces = np.split(audio, cuts)
+    out = tmp_path / "s.mp4"
+    with VideoWriter(out, 25, stream_audio=True) as w:
+        w.add_audio(pieces[0])  # some audio before any frame
+        for i, f in enumerate(frames):
+            w.write(f)
+            if i % 4 == 0 and i // 4 + 1 < len(pieces):
+                w.add_audio(pieces[i // 4 + 1])
+        assert w.audio_samples == len(audio)
+    info = probe(out)
+    assert info.audio_duration == pytest.approx(2.0, abs=0.04)
+    y = load_audio(out)
+    m = min(len(y), len(audio))
+    assert abs(len(y) - len(audio)) <= 0.04 * SR
+    assert np.corrcoef(y[:m], audio[:m])[0, 1] > 0.95
+    with (
+        pytest.raises(RuntimeError, match="no audio track"),
+        VideoWriter(tmp_path / "x.mp4", 25) as w,
+    ):
+        w.add_audio(audio)
+
+
 def test_odd_size_is_padded_to_even_and_video_only(tmp_path: Path) -> None:
     frames = moving_frames(5, 33, 47)
     with VideoWriter(tmp_path / "v.mp4", 30) as w:

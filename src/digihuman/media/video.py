@@ -233,7 +233,10 @@ class VideoWriter:
 
     The size comes from the first frame (odd sizes are padded to even by repeating the last
     row/column). Audio is interleaved with the video as frames arrive and written out fully
-    on :meth:`close`; the audio track lasts exactly ``len(audio) / audio_rate`` seconds.
+    on :meth:`close`; the audio track lasts exactly as long as the samples given.
+
+    Audio can be given whole (``audio=``) or arrive in pieces while frames are written
+    (``stream_audio=True`` and :meth:`add_audio`, e.g. TTS output as it is produced).
     The file appears at ``path`` only once :meth:`close` succeeds (written to a temporary
     name first), so a failed render never leaves a half-written result.
     """
@@ -248,6 +251,7 @@ class VideoWriter:
         crf: int = 20,
         preset: str = "veryfast",
         audio_bitrate: int = 96_000,
+        stream_audio: bool = False,
     ) -> None:
         if fps <= 0:
             raise ValueError(f"fps must be positive, got {fps}")
@@ -258,10 +262,13 @@ class VideoWriter:
         self.preset = preset
         self.audio_rate = int(audio_rate)
         self.audio_bitrate = int(audio_bitrate)
-        self._audio = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
-        if self._audio is not None and self._audio.size == 0:
-            self._audio = None
-        self._audio_pos = 0
+        self._audio: np.ndarray | None = None
+        if audio is not None and np.asarray(audio).size:
+            self._audio = np.asarray(audio, np.float32).reshape(-1)
+        elif stream_audio:
+            self._audio = np.zeros(0, np.float32)
+        self._audio_pos = 0  # next sample of self._audio to encode
+        self._audio_offset = 0  # samples already encoded and dropped from self._audio
         self._audio_pts = 0
         self._container: Any = None
         self._vstream: Any = None
@@ -337,13 +344,32 @@ class VideoWriter:
         # keep the audio about one frame ahead of the video so the muxer interleaves
         self._write_audio_until((self.frames_written + 1) / float(self.rate))
 
+    def add_audio(self, samples: np.ndarray) -> None:
+        """Append mono float32 samples (at ``audio_rate``) to the audio track; needs
+        ``stream_audio=True`` or ``audio=`` at construction."""
+        if self._closed:
+            raise RuntimeError("VideoWriter is closed")
+        if self._audio is None:
+            raise RuntimeError("this VideoWriter has no audio track; pass stream_audio=True")
+        chunk = np.asarray(samples, np.float32).reshape(-1)
+        if chunk.size:
+            self._audio = np.concatenate([self._audio[self._audio_pos :], chunk])
+            self._audio_offset += self._audio_pos
+            self._audio_pos = 0
+
+    @property
+    def audio_samples(self) -> int:
+        """Audio samples given so far."""
+        return 0 if self._audio is None else self._audio_offset + len(self._audio)
+
     def _write_audio_until(self, t: float | None) -> None:
         import av
 
         if self._astream is None or self._audio is None:
             return
         n = len(self._audio)
-        end = n if t is None else min(n, round(t * self.audio_rate))
+        # positions in self._audio are relative to the samples already dropped (offset)
+        end = n if t is None else min(n, round(t * self.audio_rate) - self._audio_offset)
         block = 1024 * 16
         while self._audio_pos < end:
             stop = min(end, self._audio_pos + block)
@@ -364,6 +390,8 @@ class VideoWriter:
         if self._astream is None:
             return
         self._write_audio_until(None)
+        if self._audio_pts == 0:
+            log.warning("%s: the audio track has no samples", self.path.name)
         for packet in self._astream.encode(None):
             self._container.mux(packet)
 
