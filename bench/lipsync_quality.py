@@ -47,6 +47,19 @@ def make_speech(text: str, tts: str, tmp: Path) -> tuple[np.ndarray, str]:
     return load_audio(wav), "espeak-ng"
 
 
+def sway(photo: np.ndarray, seconds: float, fps: float = 25.0) -> np.ndarray:
+    """A video avatar: the photo rocking ±6° and drifting ±8 px (every frame differs)."""
+    import cv2
+
+    h, w = photo.shape[:2]
+    out = []
+    for i in range(int(seconds * fps)):
+        m = cv2.getRotationMatrix2D((w / 2, h / 2), 6.0 * np.sin(i / 8.0), 1.0)
+        m[0, 2] += 8.0 * np.sin(i / 11.0)
+        out.append(cv2.warpAffine(photo, m, (w, h), borderMode=cv2.BORDER_REFLECT))
+    return np.stack(out)
+
+
 def envelope(x: np.ndarray, n: int, fps: float) -> np.ndarray:
     from digihuman.timing import frame_span
 
@@ -77,6 +90,9 @@ def main() -> None:
     ap.add_argument("--avatar", help="portrait or video (default: skimage astronaut)")
     ap.add_argument("--audio", help="speech audio (default: made now with --tts)")
     ap.add_argument("--tts", default="espeak-ng", choices=["espeak-ng", "piper"])
+    ap.add_argument(
+        "--sway", action="store_true", help="a swaying 5 s video avatar made from the portrait"
+    )
     ap.add_argument("--engine", default="lite")
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--out", help="keep the rendered MP4 here")
@@ -101,6 +117,8 @@ def main() -> None:
             avatar = args.avatar
         else:
             frames, fps_src, avatar = skimage.data.astronaut()[None], 25.0, "skimage astronaut"
+        if args.sway:
+            frames, avatar = sway(frames[0], 5.0), f"{avatar}, swaying 5 s video (±6°, ±8 px)"
         engine = LIPSYNC.create(args.engine, fps=args.fps)
         t = time.perf_counter()
         prepared = engine.prepare(frames, fps_src)

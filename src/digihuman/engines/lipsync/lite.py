@@ -11,6 +11,7 @@ face-aligned frame plus a mouth interior and natural blinks (:mod:`.lite_warp`).
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -108,6 +109,7 @@ class LiteEngine:
             input_kinds=("image", "video", "images"),
         )
         self._rigs: OrderedDict[tuple[int, int], tuple[Any, ...]] = OrderedDict()
+        self._lock = threading.Lock()  # one engine may serve several live sessions
 
     # ------------------------------------------------------------------ prepare
 
@@ -173,10 +175,11 @@ class LiteEngine:
 
         lms = prepared.arrays["landmarks"]
         key = (id(lms), k)
-        cached = self._rigs.get(key)
-        if cached is not None and cached[0] is lms:
-            self._rigs.move_to_end(key)
-            return cached[1:]
+        with self._lock:
+            cached = self._rigs.get(key)
+            if cached is not None and cached[0] is lms:
+                self._rigs.move_to_end(key)
+                return cached[1:]
         pts = lms[k]
         w, h = prepared.size
         rig = (
@@ -184,9 +187,10 @@ class LiteEngine:
             build_eye_region(pts, EYE_A, w, h),
             build_eye_region(pts, EYE_B, w, h),
         )
-        self._rigs[key] = (lms, *rig)  # holding ``lms`` keeps its id unique while cached
-        while len(self._rigs) > self.cache_frames:
-            self._rigs.popitem(last=False)
+        with self._lock:
+            self._rigs[key] = (lms, *rig)  # holding ``lms`` keeps its id unique while cached
+            while len(self._rigs) > self.cache_frames:
+                self._rigs.popitem(last=False)
         return rig
 
     def render(

@@ -84,6 +84,15 @@ class Frame2D:
         q = np.asarray(p, dtype=np.float64) - self.origin
         return np.stack([q @ self.ex, q @ self.ey], axis=-1) / self.scale
 
+    def grid_aligned(self, gx: np.ndarray, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Aligned (u, v) of a float32 pixel grid, in float32 (the fast path for ROIs)."""
+        k = np.float32(1.0 / self.scale)
+        dx = gx - np.float32(self.origin[0])
+        dy = gy - np.float32(self.origin[1])
+        u = (dx * np.float32(self.ex[0]) + dy * np.float32(self.ex[1])) * k
+        v = (dx * np.float32(self.ey[0]) + dy * np.float32(self.ey[1])) * k
+        return u, v
+
     def to_image(self, a: np.ndarray) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
         return self.origin + self.scale * (a[..., :1] * self.ex + a[..., 1:2] * self.ey)
@@ -128,9 +137,10 @@ def _grid(box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _to_image_field(f: Frame2D, fu: np.ndarray, fv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    fx = f.scale * (fu * f.ex[0] + fv * f.ey[0])
-    fy = f.scale * (fu * f.ex[1] + fv * f.ey[1])
-    return fx.astype(np.float32), fy.astype(np.float32)
+    s = np.float32(f.scale)
+    fx = (fu * np.float32(f.ex[0]) + fv * np.float32(f.ey[0])) * s
+    fy = (fu * np.float32(f.ex[1]) + fv * np.float32(f.ey[1])) * s
+    return fx.astype(np.float32, copy=False), fy.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
@@ -188,10 +198,11 @@ def build_mouth_rig(pts: np.ndarray, width: int, height: int) -> MouthRig:
     top_v = min(v_nose, -0.38) - 0.02
     box = f.roi(-side, side, top_v, bottom, width, height)
     gx, gy = _grid(box)
-    a = f.to_aligned(np.stack([gx, gy], axis=-1))
-    u, v = a[..., 0], a[..., 1]
-    mid = np.interp(u, mid_u, mid_v)
-    rig_lat = np.clip(1.0 - (u / half_inner) ** 2, 0.0, 1.0) ** 0.6
+    u, v = f.grid_aligned(gx, gy)
+    v_top = np.interp(u, mu, top).astype(np.float32)
+    v_bot = np.interp(u, mu2, bot).astype(np.float32)
+    mid = (v_top + v_bot) * np.float32(0.5)
+    rig_lat = np.clip(1.0 - (u * np.float32(1.0 / half_inner)) ** 2, 0.0, 1.0) ** np.float32(0.6)
     # Opening: below the midline the lower lip and jaw move down; above it the upper lip lifts.
     below = v >= mid
     t = (v - mid) / max(v_chin - float(np.mean(mid_v)), 0.2)
@@ -221,10 +232,10 @@ def build_mouth_rig(pts: np.ndarray, width: int, height: int) -> MouthRig:
         half_outer=half_outer,
         mid_u=mid_u,
         mid_v=mid_v,
-        vu=v.astype(np.float32),
-        v_top=np.interp(u, mu, top).astype(np.float32),
-        v_bot=np.interp(u, mu2, bot).astype(np.float32),
-        lat=rig_lat.astype(np.float32),
+        vu=v,
+        v_top=v_top,
+        v_bot=v_bot,
+        lat=rig_lat,
     )
 
 
@@ -251,10 +262,9 @@ def build_eye_region(
         height,
     )
     gx, gy = _grid(box)
-    a = f.to_aligned(np.stack([gx, gy], axis=-1))
-    u, v = a[..., 0], a[..., 1]
-    top = np.interp(u, au, bu)
-    bot = np.interp(u, al, bl)
+    u, v = f.grid_aligned(gx, gy)
+    top = np.interp(u, au, bu).astype(np.float32)
+    bot = np.interp(u, al, bl).astype(np.float32)
     h = np.clip(bot - top, 0.0, None) * (1.0 - smoothstep(0.85, 1.2, np.abs(u - uc) / hw))
     g = np.where(v >= top, 1.0, 1.0 - smoothstep(0.0, 2.4 * h_max, top - v))
     fv = np.where(v <= bot, h * g * 1.02, 0.0)
