@@ -172,3 +172,50 @@ def test_generate_is_deterministic(engine: LiteEngine, prepared: PreparedAvatar,
     a = [f.image for f in LiteEngine(blink=True).generate(prepared, whole_audio(speech))]
     b = [f.image for f in LiteEngine(blink=True).generate(prepared, whole_audio(speech))]
     assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a_photo_without_visible_teeth_gets_a_synthetic_interior(
+    engine: LiteEngine, prepared: PreparedAvatar
+) -> None:
+    # Tell the engine the photo's mouth is closed (inner lips together, no bright teeth seen):
+    # the gap is then filled with a dark red-brown throat and a faint upper-teeth band.
+    lm = prepared.arrays["landmarks"].copy()
+    from digihuman.engines.lipsync.lite_warp import LOWER_INNER, UPPER_INNER
+
+    lm[0, list(LOWER_INNER)] = lm[0, list(UPPER_INNER)]
+    look = prepared.arrays["mouth_look"].copy()
+    look[0, 1] = (215.0, 205.0, 190.0)
+    look[0, 2, :2] = (0.45, 0.05)
+    closed = PreparedAvatar(
+        engine="lite",
+        fps=25.0,
+        frames=prepared.frames,
+        arrays={"landmarks": lm, "mouth_look": look},
+        meta=prepared.meta,
+    )
+    out = engine.render(closed, 0, 1.0, 0.0, 0.0).astype(float)
+    f = face_frame(closed)
+    top = f.to_image(np.array([[0.0, -0.02]])).round().astype(int)[0]  # just under the lip
+    mid = f.to_image(np.array([[0.0, 0.08]])).round().astype(int)[0]  # the depth of the mouth
+    luma = out @ [0.299, 0.587, 0.114]
+    assert 10 < luma[mid[1], mid[0]] < 90 and out[mid[1], mid[0], 0] > out[mid[1], mid[0], 2]
+    assert luma[top[1], top[0]] > luma[mid[1], mid[0]] + 15  # the teeth band is lighter
+
+
+def test_prepare_without_a_face_says_so(engine: LiteEngine) -> None:
+    from digihuman.errors import InputError
+
+    blank = np.full((1, 256, 256, 3), 128, np.uint8)
+    with pytest.raises(InputError):
+        engine.prepare(blank, 25.0)
+
+
+def test_other_frame_rates_keep_the_contract(prepared: PreparedAvatar, speech) -> None:
+    from digihuman.timing import frame_count
+
+    for fps in (30.0, 24.0):
+        e = LiteEngine(fps=fps, blink=True)
+        assert e.capabilities.fps == fps and e.capabilities.lookahead_s >= 0
+        frames = list(e.generate(prepared, whole_audio(speech)))
+        assert len(frames) == frame_count(len(speech), SR, fps)
+        assert all(fr.fps == fps for fr in frames)
