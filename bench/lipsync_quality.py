@@ -7,6 +7,7 @@ English made now, offline, with espeak-ng (or ``--audio PATH``; ``--tts piper`` 
 voice installed with the speech extra when present).
 
     python bench/lipsync_quality.py [--quick] [--avatar PATH] [--audio PATH] [--engine lite]
+    python bench/lipsync_quality.py --video results/output/portrait_speech_en.mp4
 """
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--engine", default="lite")
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--out", help="keep the rendered MP4 here")
+    ap.add_argument("--video", help="measure this MP4 (e.g. from `digihuman render`) instead")
     args = ap.parse_args()
 
     import skimage.data
@@ -108,30 +110,36 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        if args.audio:
-            x, source = load_audio(args.audio), args.audio
+        if args.video:  # an MP4 made elsewhere (e.g. `digihuman render`): its own audio track
+            x, source = load_audio(args.video), f"the audio track of {args.video}"
+            out, avatar, n, t_render = Path(args.video), args.video, -1, float("nan")
         else:
-            x, source = make_speech(QUICK_TEXT if args.quick else TEXT, args.tts, tmp)
-        if args.avatar:
-            frames, fps_src, _ = read_source(args.avatar)
-            avatar = args.avatar
-        else:
-            frames, fps_src, avatar = skimage.data.astronaut()[None], 25.0, "skimage astronaut"
-        if args.sway:
-            frames, avatar = sway(frames[0], 5.0), f"{avatar}, swaying 5 s video (±6°, ±8 px)"
-        engine = LIPSYNC.create(args.engine, fps=args.fps)
-        t = time.perf_counter()
-        prepared = engine.prepare(frames, fps_src)
-        out = Path(args.out) if args.out else tmp / "out.mp4"
-        n = 0
-        with VideoWriter(out, args.fps, audio=x) as writer:
-            for frame in engine.generate(prepared, whole_audio(x)):
-                writer.write(frame.image)
-                n += 1
-        t_render = time.perf_counter() - t
-        video, _ = read_video(out)
+            if args.audio:
+                x, source = load_audio(args.audio), args.audio
+            else:
+                x, source = make_speech(QUICK_TEXT if args.quick else TEXT, args.tts, tmp)
+            if args.avatar:
+                frames, fps_src, _ = read_source(args.avatar)
+                avatar = args.avatar
+            else:
+                frames, fps_src = skimage.data.astronaut()[None], 25.0
+                avatar = "skimage astronaut"
+            if args.sway:
+                frames, avatar = sway(frames[0], 5.0), f"{avatar}, swaying 5 s video (±6°, ±8 px)"
+            engine = LIPSYNC.create(args.engine, fps=args.fps)
+            t = time.perf_counter()
+            prepared = engine.prepare(frames, fps_src)
+            out = Path(args.out) if args.out else tmp / "out.mp4"
+            n = 0
+            with VideoWriter(out, args.fps, audio=x) as writer:
+                for frame in engine.generate(prepared, whole_audio(x)):
+                    writer.write(frame.image)
+                    n += 1
+            t_render = time.perf_counter() - t
+        video, fps_out = read_video(out)
         face = FaceAnalyzer()
         opening = np.array([mouth_opening(face.analyze(img)) for img in video])
+        args.fps = fps_out
     env = envelope(x, len(opening), args.fps)
     lags = best_lag(opening, env)
     lag, r = max(lags, key=lambda lr: lr[1])
@@ -139,8 +147,8 @@ def main() -> None:
     rows = [
         ("avatar", avatar),
         ("speech", f"{source}, {len(x) / 16000:.1f} s"),
-        ("engine", f"{args.engine}, {n} frames written, {len(video)} decoded"),
-        ("render + encode", f"{t_render:.1f} s"),
+        ("engine", f"{args.engine if n >= 0 else '-'}, {len(video)} frames decoded"),
+        ("render + encode", f"{t_render:.1f} s" if n >= 0 else "-"),
         ("mouth opening range", f"{opening.min():.3f} .. {opening.max():.3f} (gap / interocular)"),
         (
             "best lag (frames, + = video late)",
