@@ -225,3 +225,21 @@ def test_clear_errors(portrait_rgb: np.ndarray, padded_speech, tmp_path: Path) -
         assert not out.exists()
         if out_dir.exists():
             assert list(out_dir.iterdir()) == [], args
+
+
+def test_render_text_streams_tts_into_the_engine(tmp_path: Path) -> None:
+    """`render --text`: offline TTS chunks feed the lip-sync engine; audio muxed at the end."""
+    from digihuman.media.audio import load_audio
+    from digihuman.media.video import probe
+
+    out = tmp_path / "t.mp4"
+    photo = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets" / "portrait.jpg"
+    r = cli("render", "--avatar", str(photo), "--text", "Hello, nice to meet you. Let us begin.",
+            "-o", str(out), "-q", env={"DIGIHUMAN_DATA_DIR": str(tmp_path / "root")})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    info = probe(out)
+    assert info.has_audio and info.has_video
+    audio = load_audio(out)
+    assert 1.5 < len(audio) / 16000 < 8.0
+    assert abs(info.n_frames - frame_count(len(audio), 16000, FPS)) <= 1
+    assert abs(info.duration - len(audio) / 16000) <= 2 / FPS
