@@ -255,6 +255,27 @@ def test_tracking_holds_through_lost_frames_and_recovers(
     assert np.abs(lms[6].points - lms[1].points).mean() < 1.0
 
 
+def test_lost_face_is_searched_for_every_few_frames(
+    analyzer: FaceAnalyzer, photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searches: list[int] = []
+    real = analyzer._faces
+
+    def counting(image: np.ndarray, exhaustive: bool = True) -> list:
+        searches.append(1)
+        return real(image, exhaustive)
+
+    monkeypatch.setattr(analyzer, "_faces", counting)
+    blank = np.full_like(photo, 120)
+    frames = [photo] + [blank] * 12 + [photo] * 3
+    scores = [lm.box.score for lm in analyzer.track(frames)]
+    assert scores[0] > 0 and all(s == 0 for s in scores[1:13])
+    # back in place: picked up at once by the last tracked region, no search needed
+    assert all(s > 0.5 for s in scores[13:])
+    # one search to start, then one every 5 lost frames (frames 1, 6, 11), not 12
+    assert len(searches) == 4
+
+
 def test_tracking_without_any_face(analyzer: FaceAnalyzer) -> None:
     with pytest.raises(NoFaceError, match=r"no face found in any frame of clip\.mp4"):
         analyzer.track([np.full((64, 64, 3), 50, np.uint8)] * 3, name="clip.mp4")

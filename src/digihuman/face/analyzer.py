@@ -35,6 +35,7 @@ def _no_progress(fraction: float, message: str) -> None:
 MIN_TILE = 384  # smallest tile when looking for every face, in image pixels
 LAST_RESORT_TILE = 256  # smallest tile when no face was found at all
 REFINE_STEPS = 6  # at most this many re-landmarking passes for a new face
+REDETECT_EVERY = 5  # frames between searches while a tracked face is lost
 
 NO_FACE_HINT = "use a photo where one face is clearly visible, at least ~64 px wide"
 
@@ -231,8 +232,12 @@ class FaceAnalyzer:
         name: str = "the video",
     ) -> list[Landmarks]:
         """Landmarks for every frame, following one face (the largest in the first frame
-        with a face, or the ``face_index``-th largest). Frames where the face is lost reuse
-        the nearest tracked landmarks with ``box.score == 0``. Raises
+        with a face, or the ``face_index``-th largest), smoothed over time unless ``smooth``
+        is False (``fps`` sets the filter's time step).
+
+        ``box.score`` is the detector's score on frames where the face was (re)detected, the
+        landmark model's face presence on tracked frames, and 0 on frames where the face was
+        lost: those reuse the nearest tracked frame's landmarks. Raises
         :class:`NoFaceError` when no frame has a face."""
         seq = frames if isinstance(frames, np.ndarray | list | tuple) else list(frames)
         n = len(seq)
@@ -243,16 +248,20 @@ class FaceAnalyzer:
         roi: Roi | None = None
         last_center: np.ndarray | None = None
         lost = 0
+        lost_run = 0  # consecutive frames without the face
         redetections = 0
         for i, frame in enumerate(seq):
             img = _check_image(frame)
             r: MeshResult | None = None
-            score = 1.0
+            score = 0.0
             if roi is not None:
+                # the last tracked region: follows a moving face, and picks a face that
+                # was hidden for a while up again as soon as it is back in place
                 r = self._mesh.run(img, roi)
+                score = r.presence
                 if r.presence < self.min_presence:
                     r = None
-            if r is None:
+            if r is None and (last_center is None or lost_run % REDETECT_EVERY == 0):
                 # the first face is chosen like analyze() does; a re-detection only needs
                 # the face that was lost
                 faces = self._faces(img, exhaustive=last_center is None and bool(face_index))
@@ -269,9 +278,10 @@ class FaceAnalyzer:
                     r, score = face.mesh, face.score
                     filt.reset()
             if r is None:
-                roi = None
                 lost += 1
+                lost_run += 1
             else:
+                lost_run = 0
                 roi = roi_from_points(r.points)
                 pts = r.points
                 if smooth:
