@@ -114,3 +114,27 @@ def test_chunking_never_changes_the_params(clips: dict[str, np.ndarray]) -> None
         stream.append(SegmentEnd())
         tracker = MouthTracker(25.0)
         assert list(frames_from_stream(stream, 25.0, WINDOW_S, tracker.step)) == ref
+
+
+def test_a_long_live_segment_keeps_memory_bounded() -> None:
+    from digihuman.engines.lipsync.lite_audio import FrameScheduler
+
+    rng = np.random.default_rng(5)
+    x = (0.1 * rng.standard_normal(SR * 20)).astype(np.float32)
+    sched = FrameScheduler(25.0, WINDOW_S)
+    windows = []
+    biggest = 0
+    for i in range(0, len(x), 1600):
+        windows += sched.feed(x[i : i + 1600])
+        biggest = max(biggest, len(sched._samples()))
+    windows += sched.end()
+    assert len(windows) == 500
+    assert biggest < 7 * SR  # not the whole 20 s
+    half = len(windows[0]) // 2
+    for i in (0, 137, 499):  # each window is the audio centred on its frame
+        a, b = frame_span(i, SR, 25.0)
+        c = (a + b) // 2
+        ref = np.zeros(2 * half, np.float32)
+        lo, hi = max(c - half, 0), min(c + half, len(x))
+        ref[lo - (c - half) : hi - (c - half)] = x[lo:hi]
+        assert np.array_equal(windows[i], ref), i
