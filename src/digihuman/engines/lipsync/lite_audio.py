@@ -9,11 +9,15 @@ chunks of any size gives exactly the same parameters (the state only advances fr
 Parameters per frame (:class:`MouthParams`):
 
 * ``openness`` in [0, 1]: the loudness (RMS in dB) between an adaptive noise floor and an
-  adaptive robust peak, scaled up for open vowels (energy in the F1 band), gated with hysteresis
-  so that silence gives exactly 0 (a closed mouth held still, no jitter), smoothed with a fast
-  attack and a slower release.
-* ``width`` in [-1, 1]: spread lips (> 0, "ee": energy high in the F2 band) versus rounded lips
-  (< 0, "oo": energy concentrated low), from the spectral shape, smoothed the same way.
+  adaptive robust peak (so quiet and loud speakers both work), scaled by how open the vowel is
+  (share of the energy in 500-1300 Hz, a high first formant), gated with hysteresis and a short
+  hold so that silence gives exactly 0 (a closed mouth held still, no jitter), smoothed with
+  attack/release.
+* ``width`` in [-1, 1]: spread lips (> 0, "ee": energy above 1700 Hz, a high second formant)
+  versus rounded lips (< 0, "oo": energy concentrated below 500 Hz), smoothed.
+
+The adaptive state (floor, peak, smoothing) carries over from one segment to the next within a
+``generate`` call, as a live session's utterances follow each other.
 """
 
 from __future__ import annotations
