@@ -135,7 +135,8 @@ def seed_router(settings: Settings) -> APIRouter:
         """Enqueue speech for ``msg``; answers ``{"message": "tests/<uuid>.wav"}`` at once.
 
         The file appears at that path (relative to the data root) when the TTS worker is done,
-        written atomically. With ``wait`` the call returns once the file exists (or 504).
+        written atomically. With ``wait`` the call returns once the file exists (200), or when
+        the wait is over (202, same body: the file is still coming).
         """
         _limit(request)
         text = _check_text(msg, min(api.max_text_chars, settings.tts.max_chars))
@@ -147,7 +148,10 @@ def seed_router(settings: Settings) -> APIRouter:
         payload = {"text": text, "voice": voice, "language": language, "output": rel}
         await svc.enqueue("tts", payload, job_id)
         if wait:
-            _raise_for(await svc.wait(job_id, wait), job_id, wait, "speech")
+            rec = await svc.wait(job_id, wait)
+            if rec is not None and not rec.done:  # accepted, not ready yet: same body, 202
+                return JSONResponse({"message": rel}, status_code=202)
+            _raise_for(rec, job_id, wait, "speech")
         return {"message": rel}
 
     @r.get("/asr", response_model=Message, summary="Speech recognition (waits for the text)")

@@ -61,12 +61,8 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
 
 
 def _create_tts(settings: Settings) -> Any:
-    try:
-        from digihuman.engines.tts import create_tts  # type: ignore[attr-defined]
-    except ImportError:
-        from digihuman.engines.base import TTS
+    from digihuman.engines.tts import create_tts
 
-        return TTS.create(settings.tts.engine)
     return create_tts(settings.tts)
 
 
@@ -111,12 +107,8 @@ def make_tts(settings: Settings) -> Handler:
 
 
 def _create_asr(settings: Settings) -> Any:
-    try:
-        from digihuman.engines.asr import create_asr  # type: ignore[attr-defined]
-    except ImportError:
-        from digihuman.engines.base import ASR
+    from digihuman.engines.asr import create_asr
 
-        return ASR.create(settings.asr.engine)
     return create_asr(settings.asr)
 
 
