@@ -134,3 +134,23 @@ def test_written_mp4_reads_right_in_ffmpeg(tmp_path: Path, seconds: float) -> No
     info = probe(out)
     assert info.n_frames == n and info.video_duration == pytest.approx(n / 25, abs=1e-6)
     assert info.audio_duration == pytest.approx(seconds, abs=0.04)
+
+
+def test_written_colours_survive_in_ffmpeg_and_are_tagged(tmp_path: Path) -> None:
+    colours = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [220, 180, 150]], np.uint8)
+    frame = np.repeat(np.repeat(colours[None], 720, axis=0), 320, axis=1)  # 720 x 1280
+    out = tmp_path / "c.mp4"
+    write_video(out, [frame] * 2, 25)
+    raw = run_ffmpeg(["-i", str(out), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+    theirs = np.frombuffer(raw, np.uint8).reshape(720, 1280, 3)
+    ours = read_video(out)[0][0]
+    for i, c in enumerate(colours):
+        x = i * 320 + 160
+        assert np.abs(theirs[360, x].astype(int) - c).max() <= 6
+        assert np.abs(ours[360, x].astype(int) - c).max() <= 6
+    import subprocess
+
+    info = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr
+    assert "yuv420p(tv, smpte170m" in info  # the matrix used is declared for players

@@ -307,6 +307,10 @@ class VideoWriter:
         vs.width = width + (width % 2)
         vs.height = height + (height % 2)
         vs.pix_fmt = "yuv420p"
+        # swscale converts RGB with the BT.601 matrix (limited range); say so in the stream,
+        # or browsers assume BT.709 for HD sizes and shift the colours
+        cc = vs.codec_context
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = 6, 6, 6, 1
         vs.codec_context.time_base = Fraction(1) / self.rate
         self._vstream = vs
         if self._audio is not None:
