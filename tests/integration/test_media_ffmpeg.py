@@ -4,6 +4,7 @@ and what digihuman writes reads right in ffmpeg."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -148,8 +149,6 @@ def test_written_colours_survive_in_ffmpeg_and_are_tagged(tmp_path: Path) -> Non
         x = i * 320 + 160
         assert np.abs(theirs[360, x].astype(int) - c).max() <= 6
         assert np.abs(ours[360, x].astype(int) - c).max() <= 6
-    import subprocess
-
     info = subprocess.run(
         [ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
     ).stderr

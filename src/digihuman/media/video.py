@@ -156,8 +156,9 @@ def read_source(path: str | os.PathLike[str]) -> tuple[np.ndarray, float, Source
         return frames, fps, "video"
     existing_file(p, "avatar source")
     raise InputError(
-        f"unsupported avatar source format '{suffix or p.name}'; "
-        f"{_IMAGE_HINT}, {_VIDEO_HINT[5:]}, or a folder of images"
+        f"unsupported avatar source format '{suffix or p.name}'; give an image "
+        f"({', '.join(sorted(e[1:] for e in IMAGE_EXTS))}), a video "
+        f"({', '.join(sorted(e[1:] for e in VIDEO_EXTS))}) or a folder of images"
     )
 
 
