@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from digihuman.errors import InputError, NoFaceError
@@ -32,8 +33,14 @@ def _no_progress(fraction: float, message: str) -> None:
     return None
 
 
-MIN_TILE = 384  # smallest tile when looking for every face, in image pixels
-LAST_RESORT_TILE = 256  # smallest tile when no face was found at all
+# The full-range model finds faces down to ~7% of its input's side, so tiles of side T find
+# faces from ~0.07 T to T / 2 (a face up to T / 2 lies whole inside one of the half-overlapping
+# tiles). Looking for every face searches half-size tiles and then smaller ones down to
+# MIN_TILE (faces from ~36 px, or ~3.5% of a small image's side); when nothing at all
+# was found, down to LAST_RESORT_TILE or 1/8 of the image side (faces from ~18 px or 1/100
+# of the image side).
+MIN_TILE = 512
+LAST_RESORT_TILE = 256
 REFINE_STEPS = 6  # at most this many re-landmarking passes for a new face
 REDETECT_EVERY = 5  # frames between searches while a tracked face is lost
 
@@ -118,14 +125,16 @@ class FaceAnalyzer:
         needs a face >= ~7% of its input's side).
 
         Not ``exhaustive``: stop at the first pass that finds a face (it holds the largest).
-        ``exhaustive``: search tiles down to MIN_TILE px (faces from ~30 px up). Either way,
-        when nothing is found, keep going down to LAST_RESORT_TILE px (faces from ~18 px).
+        ``exhaustive``: search tiles down to MIN_TILE px. Either way, when nothing is found,
+        keep going down to the last-resort tile size (see MIN_TILE).
         """
         found = self._short.detect(image, self.min_score) + self._full.detect(image, self.min_score)
         h, w = image.shape[:2]
         tile = max(h, w) // 2
-        while tile >= LAST_RESORT_TILE:
-            if found and (not exhaustive or tile < MIN_TILE):
+        last_resort = max(LAST_RESORT_TILE, max(h, w) // 8)
+        while tile >= last_resort:
+            first_level = tile == max(h, w) // 2
+            if found and (not exhaustive or (tile < MIN_TILE and not first_level)):
                 break
             found += self._tiles(image, tile)
             tile //= 2
@@ -140,17 +149,35 @@ class FaceAnalyzer:
         return [Detection(b.astype(np.float32), k.astype(np.float32), s) for b, k, s in merged]
 
     def _tiles(self, image: np.ndarray, tile: int) -> list[Detection]:
-        """Full-range detections on square tiles of side ``tile`` overlapping by half."""
+        """Full-range detections on square tiles of side ``tile`` overlapping by half.
+
+        The image is shrunk once so a tile becomes the model's input size, then cut."""
         h, w = image.shape[:2]
-        step = tile // 2
+        size = self._full.spec.size
+        scale = min(1.0, size / tile)
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = image if scale == 1.0 else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+        fx, fy = w / sw, h / sh
+        t = min(size, tile)
+        step = t // 2
         found: list[Detection] = []
-        for y in range(0, max(1, h - tile + step), step):
-            for x in range(0, max(1, w - tile + step), step):
-                y0, x0 = min(y, max(0, h - tile)), min(x, max(0, w - tile))
-                part = image[y0 : y0 + tile, x0 : x0 + tile]
-                off = np.array([x0, y0], np.float32)
-                for d in self._full.detect(part, self.min_score):
-                    found.append(Detection(d.box + np.tile(off, 2), d.keypoints + off, d.score))
+        for y in range(0, max(1, sh - t + step), step):
+            for x in range(0, max(1, sw - t + step), step):
+                y0, x0 = min(y, max(0, sh - t)), min(x, max(0, sw - t))
+                for d in self._full.detect(small[y0 : y0 + t, x0 : x0 + t], self.min_score):
+                    # tile pixel centres -> small image -> original image pixel centres
+                    kx = (d.keypoints[:, 0] + x0 + 0.5) * fx - 0.5
+                    ky = (d.keypoints[:, 1] + y0 + 0.5) * fy - 0.5
+                    box = np.array(
+                        [
+                            (d.box[0] + x0 + 0.5) * fx - 0.5,
+                            (d.box[1] + y0 + 0.5) * fy - 0.5,
+                            (d.box[2] + x0 + 0.5) * fx - 0.5,
+                            (d.box[3] + y0 + 0.5) * fy - 0.5,
+                        ],
+                        np.float32,
+                    )
+                    found.append(Detection(box, np.stack([kx, ky], 1).astype(np.float32), d.score))
         return found
 
     def _verify(self, image: np.ndarray, roi: Roi, score: float) -> _Face | None:
