@@ -199,6 +199,9 @@ class FaceAnalyzer:
     def _faces(self, image: np.ndarray, exhaustive: bool = True) -> list[_Face]:
         faces: list[_Face] = []
         for d in sorted(self._candidates(image, exhaustive), key=lambda d: -d.score):
+            cx, cy = d.center
+            if any(f.box.x0 <= cx < f.box.x1 and f.box.y0 <= cy < f.box.y1 for f in faces):
+                continue  # a piece of a face already found (e.g. by a tile that cut it)
             face = self._verify(image, roi_from_detection(d), d.score)
             if face is None:
                 continue
