@@ -1,0 +1,195 @@
+"""API latency under load, /tts → file-ready latency and the /asr round trip.
+
+Run: .venv/bin/python bench/api.py [--quick] [--rate 200] [--fake]
+
+Starts what ``digihuman serve`` starts, as real processes: an embedded redis-server (loopback,
+append-only file), the API (uvicorn, one process) and, for the speech figures, one TTS and one
+ASR worker with the default offline engines (Piper for English, faster-whisper "base" int8;
+``--fake`` uses the fake engines instead).
+
+1. Open-loop load at ``--rate`` requests/s (goal: p99 <= 20 ms) on ``/create/zbj`` (validation
+   and a JSON answer, no Redis: the cheapest class) and on the enqueue endpoints ``/tts`` and
+   ``POST /v1/tts`` (one Redis transaction each). Workers are not running during this phase
+   (they would compete for the same cores), so it measures the API alone.
+2. ``/tts`` → file ready: the seed's way (the client polls for the file every 2 ms) and with
+   ``wait=``, for a short sentence.
+3. ``/asr?url=tests/<that file>.wav`` round trip.
+
+Latency is measured per request from the moment it is sent; the load generator runs in this
+process on the same machine, so its own CPU use is included in what the API had to share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from digihuman.config import RedisSettings
+from digihuman.jobs.supervisor import free_port, start_embedded_redis
+
+SENTENCE = "Hello, and welcome to the interview."
+
+
+def pct(xs: list[float], p: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+async def load(
+    base: str, method: str, path: str, rate: float, seconds: float, **kw: Any
+) -> tuple[list[float], dict[int, int], float]:
+    """Open loop: one request every 1/rate s regardless of answers. (latencies, codes, rps)."""
+    lat: list[float] = []
+    codes: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=base, timeout=10, limits=limits) as client:
+
+        async def one() -> None:
+            t = time.perf_counter()
+            r = await client.request(method, path, **kw)
+            lat.append(time.perf_counter() - t)
+            codes[r.status_code] = codes.get(r.status_code, 0) + 1
+
+        for _ in range(20):  # warm up connections
+            await one()
+        lat.clear()
+        codes.clear()
+        n = int(rate * seconds)
+        t0 = time.perf_counter()
+        tasks = []
+        for i in range(n):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+        achieved = n / (time.perf_counter() - t0)
+    return lat, codes, achieved
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 s of load per endpoint, 3 repeats")
+    ap.add_argument("--rate", type=float, default=200.0)
+    ap.add_argument("--fake", action="store_true", help="fake speech engines")
+    args = ap.parse_args()
+    seconds = 3.0 if args.quick else 10.0
+    repeats = 3 if args.quick else 10
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        rs = RedisSettings(url=f"redis://127.0.0.1:{free_port()}/0")
+        redis_proc, url = start_embedded_redis(rs, Path(tmp) / "redis")
+        port = free_port()
+        env = dict(os.environ)
+        env.update(
+            DIGIHUMAN_REDIS_URL=url,
+            DIGIHUMAN_DATA_DIR=str(root),
+            DIGIHUMAN_API__RATE_LIMIT_PER_MINUTE="0",
+            DIGIHUMAN_LOG_LEVEL="WARNING",
+            DIGIHUMAN_JOBS__KINDS='["tts", "asr"]',
+        )
+        if args.fake:
+            env.update(DIGIHUMAN_TTS__ENGINE="fake", DIGIHUMAN_ASR__ENGINE="fake")
+        py = [sys.executable, "-m", "digihuman"]
+        procs = [subprocess.Popen([*py, "api", "--port", str(port)], env=env)]
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{base}/healthz")
+            print(f"## API latency, open loop at {args.rate:.0f} req/s for {seconds:.0f} s each")
+            la = os.getloadavg()[0]
+            print(f"({os.cpu_count()} CPU cores shared with the load generator; load {la:.1f})\n")
+            print("| endpoint | status | achieved req/s | p50 ms | p90 ms | p99 ms | max ms |")
+            print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+            cases: list[tuple[str, str, str, dict[str, Any]]] = [
+                ("GET /create/zbj", "GET", "/create/zbj", {"params": {"username": "alice"}}),
+                ("GET /tts (enqueue)", "GET", "/tts", {"params": {"msg": SENTENCE}}),
+                ("POST /v1/tts (enqueue)", "POST", "/v1/tts", {"json": {"text": SENTENCE}}),
+                ("GET /healthz", "GET", "/healthz", {}),
+            ]
+            for label, method, path, kw in cases:
+                lat, codes, achieved = asyncio.run(
+                    load(base, method, path, args.rate, seconds, **kw)
+                )
+                ms = [x * 1000 for x in lat]
+                status = ",".join(f"{c}x{n}" for c, n in sorted(codes.items()))
+                print(
+                    f"| {label} | {status} | {achieved:.0f} | {pct(ms, 50):.1f} | "
+                    f"{pct(ms, 90):.1f} | {pct(ms, 99):.1f} | {max(ms):.1f} |"
+                )
+            # forget the load's jobs before the workers start
+            import redis
+
+            redis.Redis.from_url(url).flushdb()
+
+            procs.append(subprocess.Popen([*py, "worker", "tts"], env=env))
+            procs.append(subprocess.Popen([*py, "worker", "asr"], env=env))
+            deadline = time.monotonic() + 120
+            while httpx.get(f"{base}/readyz", timeout=5).status_code != 200:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("workers did not become ready")
+                time.sleep(0.2)
+            engines = "fake engines" if args.fake else "Piper (en) TTS, faster-whisper base ASR"
+            print(f"\n## Speech round trips ({engines}; {repeats} runs, after one warm-up)\n")
+            c = httpx.Client(base_url=base, timeout=120)
+            c.get("/tts", params={"msg": SENTENCE, "wait": 60})  # warm-up
+            poll, waited, asr = [], [], []
+            wav = ""
+            for _ in range(repeats):
+                t = time.perf_counter()
+                wav = c.get("/tts", params={"msg": SENTENCE}).json()["message"]
+                while not (root / wav).exists():
+                    time.sleep(0.002)
+                poll.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                r = c.get("/tts", params={"msg": SENTENCE, "wait": 60})
+                assert r.status_code == 200 and (root / r.json()["message"]).exists()
+                waited.append(time.perf_counter() - t)
+            c.get("/asr", params={"url": wav})  # warm-up
+            text = ""
+            for _ in range(repeats):
+                t = time.perf_counter()
+                text = c.get("/asr", params={"url": wav}).json()["message"]
+                asr.append(time.perf_counter() - t)
+            print("| round trip | median s | max s |")
+            print("| --- | ---: | ---: |")
+            for label, xs in [
+                (f"/tts → file ready, client polls ({len(SENTENCE)} chars)", poll),
+                ("/tts?wait= → answered with the file there", waited),
+                ("/asr?url=tests/<that>.wav → text", asr),
+            ]:
+                print(f"| {label} | {statistics.median(xs):.3f} | {max(xs):.3f} |")
+            print(f"\nASR heard: {text!r}")
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=30)
+            redis_proc.terminate()
+            redis_proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
