@@ -169,6 +169,14 @@ def test_mouth_measures_move_with_the_lips(pts: np.ndarray) -> None:
     assert g.mouth_width(opened) == pytest.approx(g.mouth_width(pts))
 
 
+def test_eye_openness(pts: np.ndarray) -> None:
+    right, left = g.eye_openness(pts)
+    assert 0.15 < right < 0.45 and 0.15 < left < 0.45  # her eyes are open
+    closed = pts.copy()
+    closed[g.RIGHT_EYE_LIDS[0]] = closed[g.RIGHT_EYE_LIDS[1]]
+    assert g.eye_openness(closed)[0] == 0 and g.eye_openness(closed)[1] == left
+
+
 # ---------------------------------------------------------------- masks
 
 

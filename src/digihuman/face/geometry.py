@@ -164,6 +164,18 @@ def mouth_width(lm: Landmarks | np.ndarray) -> float:
     return float(np.linalg.norm(p[291] - p[61])) / max(interocular(p), 1e-6)
 
 
+def eye_openness(lm: Landmarks | np.ndarray) -> tuple[float, float]:
+    """Eye aspect ratios (right, left): lid gap (159-145, 386-374) over the corner-to-corner
+    width; about 0.25-0.35 open, below ~0.1 closed (a blink)."""
+    p = _pts(lm)
+
+    def ratio(lids: tuple[int, int], corners: tuple[int, int]) -> float:
+        gap = float(np.linalg.norm(p[lids[0]] - p[lids[1]]))
+        return gap / max(float(np.linalg.norm(p[corners[0]] - p[corners[1]])), 1e-6)
+
+    return ratio(RIGHT_EYE_LIDS, RIGHT_EYE_CORNERS), ratio(LEFT_EYE_LIDS, LEFT_EYE_CORNERS)
+
+
 def bbox(points: np.ndarray) -> tuple[float, float, float, float]:
     """Axis-aligned (x0, y0, x1, y1) of points."""
     p = np.asarray(points)[:, :2]
