@@ -219,3 +219,29 @@ def test_no_acknowledged_job_is_lost_across_a_redis_crash(
     finally:
         w.stop(1)
     assert [r.result["i"] for r in recs if r and r.result] == list(range(50))
+
+
+def test_a_job_running_across_a_redis_restart_completes(redis_factory: Any, tmp_path: Path) -> None:
+    """Redis crashes while a job runs: the worker keeps the result and delivers it on return."""
+    r = redis_factory(aof=True)
+    q = _queue(r.url)
+    started = threading.Event()
+
+    def slow(ctx: JobContext) -> dict[str, Any]:
+        started.set()
+        time.sleep(1.5)
+        return {"survived": True}
+
+    w = _worker(r.url, tmp_path, slow)
+    w.start()
+    try:
+        job = q.enqueue("t", {})
+        assert started.wait(5)
+        r.kill()
+        time.sleep(0.5)
+        r.start()
+        rec = _queue(r.url).wait(job, 20)
+    finally:
+        w.stop(1)
+    assert rec is not None and rec.status == "done" and rec.result == {"survived": True}
+    assert rec.attempts == 1

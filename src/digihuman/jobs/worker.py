@@ -183,12 +183,18 @@ class Worker:
                 with self._lock:
                     for entry_id, fields in entries:
                         self._held[entry_id] = _Held(fields.get("id", ""), consumer)
-                for n, (entry_id, fields) in enumerate(entries):
-                    if self.stop_event.is_set():
-                        for eid, f in entries[n:]:
-                            self._hand_back(eid, f.get("id", ""), f)
-                        break
-                    self._process(entry_id, fields)
+                try:
+                    for n, (entry_id, fields) in enumerate(entries):
+                        if self.stop_event.is_set():
+                            for eid, f in entries[n:]:
+                                self._hand_back(eid, f.get("id", ""), f)
+                            break
+                        self._process(entry_id, fields)
+                finally:
+                    # entries not finished (Redis went away mid-batch) stop being kept alive
+                    # by the heartbeat, so that they go idle and are reclaimed
+                    for entry_id, _ in entries:
+                        self._release(entry_id)
                 backoff = 0.1
             except (redis.ConnectionError, redis.TimeoutError, _Stop) as exc:
                 if self.stop_event.is_set():
