@@ -215,16 +215,16 @@ class WhisperASR:
         self.capabilities = ASRCapabilities(languages=langs)
         log.info("whisper model %s loaded from %s (%s)", model, folder, compute_type)
 
-    def _detect(self, x: np.ndarray) -> tuple[str | None, float]:
-        """The most likely language among ``detect_languages`` (None: let whisper choose)."""
-        if not self.detect_languages:
-            return None, 0.0
-        _, _, probs = self._model.detect_language(x)
-        allowed = [(lang, p) for lang, p in probs if lang in self.detect_languages]
-        if not allowed:
-            return None, 0.0
-        lang, p = max(allowed, key=lambda lp: lp[1])
-        return str(lang), float(p)
+    def _allowed_language(self, info: Any) -> str | None:
+        """When whisper's guess is outside ``detect_languages``: the likeliest allowed one."""
+        if not self.detect_languages or info.language in self.detect_languages:
+            return None
+        probs = [
+            (lang, p)
+            for lang, p in (info.all_language_probs or ())
+            if lang in self.detect_languages
+        ]
+        return str(max(probs, key=lambda lp: lp[1])[0]) if probs else None
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Transcript:
         x = check_audio(audio)
@@ -237,17 +237,18 @@ class WhisperASR:
         }
         if is_silent(x):
             return Transcript("", language or "", (), duration_s(x), options)
-        lang = language
-        if lang is None:
-            lang, prob = self._detect(x)
-            options["language_probability"] = prob
-        segments, info = self._model.transcribe(
-            x,
-            language=lang,
-            beam_size=self.beam_size,
-            vad_filter=self.vad_filter,
-            condition_on_previous_text=False,
-        )
+        kwargs: dict[str, Any] = {
+            "beam_size": self.beam_size,
+            "vad_filter": self.vad_filter,
+            "condition_on_previous_text": False,
+        }
+        segments, info = self._model.transcribe(x, language=language, **kwargs)
+        if language is None:
+            options["language_probability"] = float(info.language_probability)
+            better = self._allowed_language(info)
+            if better is not None:  # e.g. synthetic Mandarin taken for Vietnamese
+                options["detected_outside_allowed"] = str(info.language)
+                segments, info = self._model.transcribe(x, language=better, **kwargs)
         out_lang = str(info.language)
         segs = []
         for s in segments:
