@@ -76,7 +76,10 @@ class Landmarks:
     """Dense face landmarks in image pixel coordinates.
 
     ``points`` is (N, 2) float32 (x, y); ``scheme`` names the point definition
-    ("mediapipe468" for the MediaPipe face mesh). ``box`` is the detector's face box.
+    ("mediapipe468" for the MediaPipe face mesh). ``box`` is the bounding box of the points
+    (consistent for stills and tracked frames); ``box.score`` is the detector's score where the
+    face was detected, the face-presence probability on tracked frames, and 0 on frames where
+    the face was lost (the nearest tracked landmarks are held).
     """
 
     points: np.ndarray

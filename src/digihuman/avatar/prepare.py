@@ -10,7 +10,7 @@ import numpy as np
 
 from digihuman.avatar.store import AvatarStore, StaleAvatarError
 from digihuman.engines.base import LipSyncEngine, PreparedAvatar, Progress, no_progress
-from digihuman.errors import InputError, NotFoundError
+from digihuman.errors import InputError, NoFaceError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,10 @@ def prepare(
 ) -> PreparedAvatar:
     """Read ``source`` and run the engine's one-time preparation on it."""
     frames, kind = load_source(source, fps)
-    prepared = engine.prepare(frames, fps, progress=progress)
+    try:
+        prepared = engine.prepare(frames, fps, progress=progress)
+    except NoFaceError as exc:  # name the file the user gave
+        raise NoFaceError(f"{source.name}: {exc}") from None
     prepared.meta = {
         **prepared.meta,
         "fingerprint": fingerprint(engine, fps),

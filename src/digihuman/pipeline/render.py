@@ -53,7 +53,7 @@ def default_output_name(avatar_name: str, audio_name: str) -> str:
 
 
 class _FrameSink:
-    """Encodes frames on a worker thread (and writes PNGs when asked)."""
+    """Encodes frames and streamed audio on a worker thread, in arrival order; writes PNGs."""
 
     _STOP = object()
 
@@ -73,6 +73,9 @@ class _FrameSink:
                 item = self.queue.get()
                 if item is self._STOP:
                     return
+                if isinstance(item, np.ndarray):  # streamed audio, in order with the frames
+                    self.writer.add_audio(item)
+                    continue
                 frame: VideoFrame = item
                 self.writer.write(frame.image)
                 if self.frames_dir is not None:
@@ -84,10 +87,10 @@ class _FrameSink:
                 if self.queue.get() is self._STOP:
                     return
 
-    def put(self, frame: VideoFrame) -> None:
+    def put(self, item: VideoFrame | np.ndarray) -> None:
         if self.error is not None:
             raise self.error
-        self.queue.put(frame)
+        self.queue.put(item)
 
     def close(self) -> None:
         self.queue.put(self._STOP)
@@ -97,13 +100,16 @@ class _FrameSink:
 
 
 def _tee_audio(
-    stream: Iterable[AudioChunk | SegmentEnd], into: list[np.ndarray]
+    stream: Iterable[AudioChunk | SegmentEnd], sink: _FrameSink | None, seen: list[int]
 ) -> Iterator[AudioChunk | SegmentEnd]:
+    """Pass audio on to the engine; in streaming mode also send each chunk to the encoder."""
     for item in stream:
         if isinstance(item, AudioChunk):
             if item.sample_rate != SAMPLE_RATE:
                 raise InputError(f"audio chunks must be {SAMPLE_RATE} Hz, got {item.sample_rate}")
-            into.append(item.samples)
+            seen[0] += len(item.samples)
+            if sink is not None:
+                sink.put(np.asarray(item.samples, dtype=np.float32))
         yield item
 
 
@@ -119,10 +125,9 @@ def render(
 ) -> RenderResult:
     """Render ``prepared`` speaking ``audio`` into ``output`` (an .mp4).
 
-    ``audio`` is either a whole 16 kHz mono float32 clip (normal mode: the encoder muxes it in
-    one pass) or a stream of chunks ending with ``SegmentEnd`` (e.g. TTS output as it is
-    produced): frames are generated while audio still arrives, and the audio track is muxed in
-    when the stream ends.
+    ``audio`` is either a whole 16 kHz mono float32 clip (normal mode) or a stream of chunks
+    ending with ``SegmentEnd`` (e.g. TTS output as it is produced): then frames are generated
+    while audio still arrives and each chunk is muxed as it comes, in one pass.
     """
     from digihuman.media.video import VideoWriter
 
@@ -132,16 +137,13 @@ def render(
     frames_final = output.with_suffix("") if save_frames else None
     streaming = not isinstance(audio, np.ndarray)
     if isinstance(audio, np.ndarray):
-        whole = np.asarray(audio, dtype=np.float32)
-        if whole.size == 0:
+        whole: np.ndarray | None = np.asarray(audio, dtype=np.float32)
+        if whole is None or whole.size == 0:
             raise InputError("the audio is empty; give a recording with speech")
         total = frame_count(len(whole), SAMPLE_RATE, fps)
         stream: Iterable[AudioChunk | SegmentEnd] = [AudioChunk(whole), SegmentEnd()]
     else:
-        whole = np.zeros(0, np.float32)
-        total = 0
-        stream = audio
-    collected: list[np.ndarray] = []
+        whole, total, stream = None, 0, audio
 
     frames_tmp: Path | None = None
     if frames_final is not None:
@@ -150,26 +152,30 @@ def render(
             tempfile.mkdtemp(prefix=f".{frames_final.name}.", dir=frames_final.parent)
         )
     n = 0
+    seen = [0]
     try:
         with atomic_output(output, suffix=".mp4") as tmp_video:
-            writer = VideoWriter(tmp_video, fps, audio=None if streaming else whole, crf=crf)
+            writer = VideoWriter(tmp_video, fps, audio=whole, stream_audio=streaming, crf=crf)
             sink = _FrameSink(writer, frames_tmp)
+            ok = False
             try:
-                for frame in engine.generate(prepared, _tee_audio(stream, collected)):
+                audio_in = _tee_audio(stream, sink if streaming else None, seen)
+                for frame in engine.generate(prepared, audio_in):
                     sink.put(frame)
                     n += 1
                     if total:
                         progress(min(1.0, n / total), f"frame {n}/{total}")
                     elif n % 25 == 0:
                         progress(0.0, f"frame {n}")
+                ok = True
             finally:
                 sink.close()
-                writer.close()
+                if ok and n > 0:
+                    writer.close()
+                else:
+                    writer.abort()
             if n == 0:
                 raise InputError("no video frames were produced: the audio is empty")
-            if streaming:
-                whole = np.concatenate(collected) if collected else whole
-                _mux_audio(tmp_video, whole)
         if frames_tmp is not None and frames_final is not None:
             if frames_final.exists():
                 shutil.rmtree(frames_final)
@@ -185,24 +191,7 @@ def render(
         frames_dir=frames_final,
         n_frames=n,
         fps=fps,
-        audio_seconds=len(whole) / SAMPLE_RATE,
+        audio_seconds=seen[0] / SAMPLE_RATE,
         elapsed_s=elapsed,
         options={"engine": engine.name, "save_frames": save_frames, "crf": crf},
     )
-
-
-def _mux_audio(video_only: Path, audio: np.ndarray) -> None:
-    """Add an AAC track to a video-only MP4 (stream copy of the video)."""
-    from digihuman.media.audio import save_wav
-    from digihuman.media.ffmpeg import run_ffmpeg
-
-    with tempfile.TemporaryDirectory() as d:
-        wav = Path(d) / "a.wav"
-        save_wav(wav, audio, SAMPLE_RATE)
-        out = Path(d) / "muxed.mp4"
-        run_ffmpeg(
-            ["-y", "-i", str(video_only), "-i", str(wav), "-map", "0:v:0", "-map", "1:a:0",
-             "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart",
-             str(out)]
-        )  # fmt: skip
-        shutil.move(str(out), str(video_only))
