@@ -7,9 +7,11 @@ run with LiteRT (``ai-edge-litert``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +77,9 @@ def load_interpreter(path: Path, num_threads: int) -> Any:
     except ImportError as exc:
         raise missing_extra("ai-edge-litert", "core") from exc
     try:
-        interp = Interpreter(model_path=str(path), num_threads=max(1, int(num_threads)))
-        interp.allocate_tensors()
+        with _quiet_stderr():  # the runtime prints "INFO: Created ... delegate" on fd 2
+            interp = Interpreter(model_path=str(path), num_threads=max(1, int(num_threads)))
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise MissingWeightsError(
             f"face model {path.name} at {path.parent} cannot be loaded ({exc}); "
@@ -92,3 +95,22 @@ def default_threads() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, min(4, cores))
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C-level writes to fd 2 (the TFLite runtime's INFO lines) for a moment."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
