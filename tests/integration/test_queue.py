@@ -245,3 +245,33 @@ def test_a_job_running_across_a_redis_restart_completes(redis_factory: Any, tmp_
         w.stop(1)
     assert rec is not None and rec.status == "done" and rec.result == {"survived": True}
     assert rec.attempts == 1
+
+
+def test_render_job_through_the_queue(redis_url: str, tmp_path: Path) -> None:
+    """A render job (fake lip-sync engine, real portrait, real speech) → one MP4 named by id."""
+    import shutil
+
+    from digihuman.config import Settings
+    from digihuman.jobs.handlers import make_handler
+    from digihuman.media.audio import load_audio, save_wav
+    from digihuman.media.video import probe
+
+    assets = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets"
+    root = DataRoot(tmp_path / "root").ensure()
+    shutil.copy(assets / "portrait.jpg", root.root / "data" / "me.jpg")
+    save_wav(root.tests / "hello.wav", load_audio(assets / "speech_en.wav")[:16000])
+    settings = Settings(data_dir=root.root)
+    settings.lipsync.engine = "fake"
+    w = _worker(redis_url, root.root, make_handler("render", settings))
+    q = _queue(redis_url)
+    w.start()
+    try:
+        job = q.enqueue("t", {"source": "data/me.jpg", "audio": "tests/hello.wav"})
+        rec = q.wait(job, 60)
+    finally:
+        w.stop(1)
+    assert rec is not None and rec.status == "done", rec
+    assert rec.result is not None and rec.result["path"] == f"results/output/{job}.mp4"
+    info = probe(root.root / rec.result["path"])
+    assert info.has_video and info.has_audio and abs(info.duration - 1.0) < 0.15
+    assert [p.name for p in root.output.iterdir()] == [f"{job}.mp4"]

@@ -222,7 +222,9 @@ class ASRRequest(BaseModel):
 class RenderRequest(BaseModel):
     source: str = Field(min_length=1, max_length=URL_MAX, description="portrait image/video")
     audio: str = Field(min_length=1, max_length=URL_MAX, description="speech (data-root path)")
-    engine: str | None = Field(default=None, max_length=32)
+    avatar_id: str | None = Field(
+        default=None, max_length=64, description="cache the prepared avatar under this id"
+    )
     save_frames: bool = False
 
 

@@ -170,23 +170,75 @@ def make_stream(settings: Settings) -> Handler:
 
 
 def make_render(settings: Settings) -> Handler:
-    """Offline render jobs: ``digihuman.pipeline.render.render_job`` does the work."""
+    """Offline render jobs: a data-root portrait/video + a data-root speech file → an MP4.
+
+    Payload: ``{"source": "data/me.jpg", "audio": "tests/<id>.wav", "avatar_id"?: str,
+    "save_frames"?: bool}``. The lip-sync engine is built once per worker; the output is
+    ``results/output/<job id>.mp4`` (renamed into place by the pipeline when complete). A
+    ``digihuman.pipeline.render.render_job`` function, when the pipeline provides one, is used
+    instead (same payload).
+    """
+    from digihuman.pipeline.engines import create_lipsync
+
+    engine = create_lipsync(settings)
 
     def handle(ctx: JobContext) -> dict[str, Any]:
-        try:
-            from digihuman.pipeline.render import render_job  # type: ignore[attr-defined]
-        except ImportError:
-            raise ArrivesLater(
-                "render jobs need digihuman.pipeline.render.render_job, not there yet"
-            ) from None
-        result = render_job(
-            settings,
-            ctx.payload,
-            job_id=ctx.job_id,
-            data_root=ctx.data_root,
-            progress=ctx.progress,
+        from digihuman.avatar.prepare import load_or_refresh, prepare, prepare_and_store
+        from digihuman.avatar.store import AvatarStore
+        from digihuman.media.audio import load_audio
+        from digihuman.pipeline import render as pipeline
+
+        root = ctx.data_root
+        final = root.output / f"{ctx.job_id}.mp4"
+        rel = root.relative(final)
+        if final.exists():  # a previous attempt finished
+            return {"path": rel}
+        job_fn = getattr(pipeline, "render_job", None)
+        if job_fn is not None:
+            return dict(job_fn(settings, ctx.payload, job_id=ctx.job_id, progress=ctx.progress))
+        p = ctx.payload
+        source = str(p.get("source") or "")
+        avatar_id = p.get("avatar_id")
+        audio = load_audio(root.resolve(str(p.get("audio") or ""), must_exist=True))
+        seconds = len(audio) / 16000.0
+        if seconds > settings.api.max_audio_seconds:
+            raise TooLarge(
+                f"audio is {seconds:.0f} s long; the limit is {settings.api.max_audio_seconds} s"
+            )
+        fps = engine.capabilities.fps
+
+        def prep_cb(f: float, m: str) -> None:
+            ctx.progress(0.3 * f, f"prepare: {m}")
+
+        def render_cb(f: float, m: str) -> None:
+            ctx.progress(0.3 + 0.7 * f, f"render: {m}")
+
+        if avatar_id and not source:
+            store = AvatarStore(root.avatars)
+            prepared, _ = load_or_refresh(store, str(avatar_id), engine, fps=fps, progress=prep_cb)
+        elif avatar_id:
+            store = AvatarStore(root.avatars)
+            src = root.resolve(source, must_exist=True)
+            prepared = prepare_and_store(
+                store, str(avatar_id), engine, src, fps=fps, progress=prep_cb
+            )
+        else:
+            src = root.resolve(source, must_exist=True)
+            prepared = prepare(engine, src, fps=fps, progress=prep_cb)
+        result = pipeline.render(
+            engine,
+            prepared,
+            audio,
+            final,
+            save_frames=bool(p.get("save_frames")),
+            progress=render_cb,
         )
-        return dict(result)
+        return {
+            "path": rel,
+            "frames": result.n_frames,
+            "fps": result.fps,
+            "seconds": round(result.audio_seconds, 3),
+        }
 
     return handle
 
