@@ -6,6 +6,7 @@ Redis points at a closed port here: whatever needs it must answer a JSON 503 at 
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,26 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+_OPEN: list[TestClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while _OPEN:
+        _OPEN.pop().__exit__(None, None, None)
+
+
 def _client(tmp_path: Path, **api: Any) -> TestClient:
+    """A client with the app's lifespan running (closed after the test)."""
     settings = Settings(
         data_dir=tmp_path / "root",
         redis_url=f"redis://127.0.0.1:{_closed_port()}/15",
     )
     settings.api = ApiSettings(**{**settings.api.model_dump(), "rate_limit_per_minute": 0, **api})
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+    c = TestClient(create_app(settings), raise_server_exceptions=False).__enter__()
+    _OPEN.append(c)
+    return c
 
 
 @pytest.fixture

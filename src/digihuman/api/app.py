@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # the API loads no models: engines load once in the workers that run them
+        # Redis clients belong to the serving event loop, so they are made here. The API loads
+        # no models: engines load once in the workers that run them.
+        app.state.service = Service.create(settings)
         try:
             yield
         finally:
@@ -72,7 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.state.service = Service.create(settings)
     app.state.limiter = RateLimiter(api.rate_limit_per_minute, api.rate_limit_burst)
 
     @app.exception_handler(DigihumanError)
