@@ -158,6 +158,8 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> tor
 class WhisperEncoder(nn.Module):
     """whisper's audio encoder; ``forward`` returns the stacked hidden states MuseTalk uses."""
 
+    positional_embedding: torch.Tensor
+
     def __init__(
         self,
         n_mels: int = 80,
@@ -248,7 +250,9 @@ def load_encoder(path: Path, *, version: str) -> WhisperEncoder:
                 n_layer=int(cfg["encoder_layers"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise W.BadWeightsError(f"{path / 'config.json'} lacks {exc}; {W.DOWNLOAD_HINT}") from None
+            raise W.BadWeightsError(
+                f"{path / 'config.json'} lacks {exc}; {W.DOWNLOAD_HINT}"
+            ) from None
         wfile = W.require(path.parent, "whisper/pytorch_model.bin")
         state = hf_to_openai_keys(W.state_dict_of(W.load_checkpoint(wfile), wfile))
     else:

@@ -51,10 +51,7 @@ def crop_box(
     y0 = max(0, cy - (y1 - cy))
     box = (int(lm[:, 0].min()), int(y0), int(lm[:, 0].max()), y1)
     x0, yy0, x1, yy1 = box
-    if yy1 - yy0 <= 0 or x1 - x0 <= 0 or x0 < 0:
-        box_or = fallback
-    else:
-        box_or = box
+    box_or = fallback if (yy1 - yy0 <= 0 or x1 - x0 <= 0 or x0 < 0) else box
     if box_or is None:
         return None
     if version == "v15":

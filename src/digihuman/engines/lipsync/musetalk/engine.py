@@ -238,8 +238,14 @@ class MuseTalkEngine:
             b = lm.box
             fallback = (int(b.x0), int(b.y0), int(b.x1), int(b.y1))
             boxes.append(
-                crop_box(p68, self.bbox_shift, fallback=fallback, version=self.version,
-                         extra_margin=self.extra_margin, height=h)  # fmt: skip
+                crop_box(
+                    p68,
+                    self.bbox_shift,
+                    fallback=fallback,
+                    version=self.version,
+                    extra_margin=self.extra_margin,
+                    height=h,
+                )
             )
         return boxes, bbox_shift_range(pts)
 
@@ -406,7 +412,7 @@ class MuseTalkEngine:
         out_index = 0
         pool = ThreadPoolExecutor(self.blend_workers, thread_name_prefix="musetalk-blend")
         pending: deque[Future[VideoFrame]] = deque()
-        lookahead = int(round((WINDOW_AFTER_S + LOOKAHEAD_MARGIN_S) * SAMPLE_RATE))
+        lookahead = round((WINDOW_AFTER_S + LOOKAHEAD_MARGIN_S) * SAMPLE_RATE)
         try:
             for item in audio:
                 if isinstance(item, AudioChunk):
@@ -414,16 +420,23 @@ class MuseTalkEngine:
                     ready = self._ready_frames(stream.n_samples, lookahead)
                     while ready - seg_next >= self.batch_size:
                         js = list(range(seg_next, seg_next + self.batch_size))
-                        self._emit(prepared, stream, js, start_frame + out_index, out_index, pending, pool)
+                        self._emit(
+                            prepared, stream, js, start_frame + out_index, out_index, pending, pool
+                        )
                         seg_next += len(js)
                         out_index += len(js)
                         while len(pending) > self.batch_size:
                             yield pending.popleft().result()
+                    # waiting for audio now: hand out what is computed (bounded latency)
+                    while pending:
+                        yield pending.popleft().result()
                 elif isinstance(item, SegmentEnd):
                     total = frame_count(stream.n_samples, SAMPLE_RATE, self.fps)
                     while seg_next < total:
                         js = list(range(seg_next, min(total, seg_next + self.batch_size)))
-                        self._emit(prepared, stream, js, start_frame + out_index, out_index, pending, pool)
+                        self._emit(
+                            prepared, stream, js, start_frame + out_index, out_index, pending, pool
+                        )
                         seg_next += len(js)
                         out_index += len(js)
                         while len(pending) > self.batch_size:
@@ -532,9 +545,9 @@ class MuseTalkEngine:
                     if len(self._silent_cache) >= 1024:
                         self._silent_cache.clear()
                     self._silent_cache[self._silent_key(arr, srcs[k])] = host_np[t].copy()
-        for k, j in enumerate(js):
-            pending.append(pool.submit(self._blend, prepared, srcs[k], crops[k], out_start + k,
-                                       not silent[k], ready))  # fmt: skip
+        for k in range(len(js)):
+            job = (prepared, srcs[k], crops[k], out_start + k, not silent[k], ready)
+            pending.append(pool.submit(self._blend, *job))
         self.stats["frames"] += len(js)
 
     def _blend(

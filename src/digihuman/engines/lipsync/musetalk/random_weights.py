@@ -234,7 +234,9 @@ def write_layout(
             torch.save(obj, p)
         written.append(p)
 
-    sub, wname = ("musetalk", "pytorch_model.bin") if version == "v1" else ("musetalkV15", "unet.pth")
+    sub, wname = (
+        ("musetalk", "pytorch_model.bin") if version == "v1" else ("musetalkV15", "unet.pth")
+    )
     save(unet_cfg, f"{sub}/musetalk.json")
     target = models_dir / sub / wname
     if unet_from is not None and Path(unet_from).is_file():

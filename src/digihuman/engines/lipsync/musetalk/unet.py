@@ -24,6 +24,8 @@ class PositionalEncoding(nn.Module):
     Not part of any weight file (the official code builds it at start-up).
     """
 
+    pe: torch.Tensor
+
     def __init__(self, d_model: int = 384, max_len: int = 5000) -> None:
         super().__init__()
         pe = torch.zeros(max_len, d_model)
@@ -37,7 +39,7 @@ class PositionalEncoding(nn.Module):
         return x + self.pe[:, : x.shape[1], :].to(x.dtype)
 
 
-def build_unet(config: dict[str, Any], *, meta: bool = False) -> nn.Module:
+def build_unet(config: dict[str, Any], *, meta: bool = False) -> Any:
     """``UNet2DConditionModel`` from a musetalk.json dict (``_``-prefixed keys ignored)."""
     from diffusers import UNet2DConditionModel
 
@@ -48,15 +50,17 @@ def build_unet(config: dict[str, Any], *, meta: bool = False) -> nn.Module:
                 return UNet2DConditionModel(**cfg)
         return UNet2DConditionModel(**cfg)
     except (TypeError, ValueError) as exc:
-        raise W.BadWeightsError(f"musetalk.json is not a UNet2DConditionModel config: {exc}") from None
+        raise W.BadWeightsError(
+            f"musetalk.json is not a UNet2DConditionModel config: {exc}"
+        ) from None
 
 
 class MuseTalkUNet(nn.Module):
     """UNet + positional encoding: (latents (B, 8, 32, 32), audio (B, 50, 384)) → (B, 4, 32, 32)."""
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, unet: Any) -> None:
         super().__init__()
-        self.unet = unet
+        self.unet: Any = unet
         self.pe = PositionalEncoding(d_model=int(unet.config.cross_attention_dim))
 
     def forward(self, latents: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:

@@ -45,14 +45,16 @@ def convert_vae_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def build_vae(config: dict[str, Any]) -> nn.Module:
+def build_vae(config: dict[str, Any]) -> Any:
     from diffusers import AutoencoderKL
 
     cfg = {k: v for k, v in config.items() if not k.startswith("_")}
     try:
         return AutoencoderKL(**cfg)
     except (TypeError, ValueError) as exc:
-        raise W.BadWeightsError(f"sd-vae-ft-mse/config.json is not an AutoencoderKL config: {exc}") from None
+        raise W.BadWeightsError(
+            f"sd-vae-ft-mse/config.json is not an AutoencoderKL config: {exc}"
+        ) from None
 
 
 def frame_generator(seed: int, frame: int, which: int) -> torch.Generator:
@@ -67,7 +69,7 @@ class MuseTalkVAE:
 
     def __init__(
         self,
-        vae: nn.Module,
+        vae: Any,
         *,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
@@ -75,7 +77,7 @@ class MuseTalkVAE:
         self.device = torch.device(device)
         self.dtype = dtype
         # nn.Module.to: diffusers' ModelMixin.to warns about keep-in-fp32 lists we do not use
-        self.vae = nn.Module.to(vae, self.device, dtype).eval()
+        self.vae: Any = nn.Module.to(vae, self.device, dtype).eval()
         self.scaling_factor = float(vae.config.scaling_factor)
         self.latent_channels = int(vae.config.latent_channels)
 
@@ -118,7 +120,7 @@ class MuseTalkVAE:
         return self.decode_tensor(latents).cpu().numpy()
 
 
-def load_vae(folder: Path) -> nn.Module:
+def load_vae(folder: Path) -> Any:
     folder = Path(folder)
     cfg = W.read_json(W.require(folder.parent, "sd-vae-ft-mse/config.json"))
     net = build_vae(cfg)

@@ -28,6 +28,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -391,9 +392,7 @@ def download(
     reason = check_online(timeout=min(timeout, 5.0))
     if reason is not None:
         lines = "; ".join(f"{models_dir / f.path} <- {describe_source(f.source)}" for f in todo)
-        raise MissingWeightsError(
-            f"offline: {reason}. Put these files in place by hand: {lines}"
-        )
+        raise MissingWeightsError(f"offline: {reason}. Put these files in place by hand: {lines}")
     models_dir.mkdir(parents=True, exist_ok=True)
     for wf in todo:
         dest = models_dir / wf.path
@@ -434,6 +433,12 @@ class VerifyRow:
     required: bool = True
 
 
+def _describe_unet_config(path: Path) -> str:
+    from digihuman.engines.lipsync.musetalk import unet
+
+    return unet.describe_config(read_json(path))
+
+
 def verify(models_dir: Path, versions: Iterable[str] = VERSIONS) -> list[VerifyRow]:
     """Check every file of each version: present, checksum (when recorded), loads strictly.
 
@@ -471,24 +476,50 @@ def verify(models_dir: Path, versions: Iterable[str] = VERSIONS) -> list[VerifyR
             cfg, w = "musetalk/musetalk.json", "musetalk/pytorch_model.bin"
         else:
             cfg, w = "musetalkV15/musetalk.json", "musetalkV15/unet.pth"
-        check(cfg, version, lambda cfg=cfg: unet.describe_config(read_json(models_dir / cfg)))
-        check(w, version, lambda cfg=cfg, w=w: unet.verify_file(models_dir / cfg, models_dir / w))
+        cfg_p, w_p = models_dir / cfg, models_dir / w
+        check(cfg, version, partial(_describe_unet_config, cfg_p))
+        check(w, version, partial(unet.verify_file, cfg_p, w_p))
         if version == "v1":
-            check("whisper/tiny.pt", version,
-                  lambda: audio_features.verify_file(models_dir / "whisper" / "tiny.pt"))
+            check(
+                "whisper/tiny.pt",
+                version,
+                lambda: audio_features.verify_file(models_dir / "whisper" / "tiny.pt"),
+            )
         else:
-            check("whisper/config.json", version,
-                  lambda: audio_features.describe_hf_config(models_dir / "whisper"))
-            check("whisper/pytorch_model.bin", version,
-                  lambda: audio_features.verify_file(models_dir / "whisper"))
-        check("sd-vae-ft-mse/config.json", version,
-              lambda: vae.describe_config(read_json(models_dir / "sd-vae-ft-mse/config.json")))
-        check("sd-vae-ft-mse/diffusion_pytorch_model.bin", version,
-              lambda: vae.verify_file(models_dir / "sd-vae-ft-mse"))
-        check("face-parse-bisent/resnet18-5c106cde.pth", version,
-              lambda: blending.verify_backbone(models_dir / "face-parse-bisent"))
-        check("face-parse-bisent/79999_iter.pth", version,
-              lambda: blending.verify_parsing(models_dir / "face-parse-bisent"))
-        check("dwpose/dw-ll_ucoco_384.pth", version,
-              lambda: "present (not used: landmarks come from digihuman.face)", required=False)
+            check(
+                "whisper/config.json",
+                version,
+                lambda: audio_features.describe_hf_config(models_dir / "whisper"),
+            )
+            check(
+                "whisper/pytorch_model.bin",
+                version,
+                lambda: audio_features.verify_file(models_dir / "whisper"),
+            )
+        check(
+            "sd-vae-ft-mse/config.json",
+            version,
+            lambda: vae.describe_config(read_json(models_dir / "sd-vae-ft-mse/config.json")),
+        )
+        check(
+            "sd-vae-ft-mse/diffusion_pytorch_model.bin",
+            version,
+            lambda: vae.verify_file(models_dir / "sd-vae-ft-mse"),
+        )
+        check(
+            "face-parse-bisent/resnet18-5c106cde.pth",
+            version,
+            lambda: blending.verify_backbone(models_dir / "face-parse-bisent"),
+        )
+        check(
+            "face-parse-bisent/79999_iter.pth",
+            version,
+            lambda: blending.verify_parsing(models_dir / "face-parse-bisent"),
+        )
+        check(
+            "dwpose/dw-ll_ucoco_384.pth",
+            version,
+            lambda: "present (not used: landmarks come from digihuman.face)",
+            required=False,
+        )
     return rows

@@ -1,0 +1,94 @@
+"""``digihuman models download`` and ``digihuman models verify`` (MuseTalk weights)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from digihuman.cli import app
+
+models_app = typer.Typer(help="Fetch and check the MuseTalk weights (official layout).",
+                         no_args_is_help=True)  # fmt: skip
+app.add_typer(models_app, name="models")
+
+
+def _models_dir(models_dir: Path | None) -> Path:
+    if models_dir is not None:
+        return models_dir
+    from digihuman.config import load_settings
+
+    return load_settings().models_dir
+
+
+@models_app.command("download")
+def download(
+    version: str = typer.Option("v1", "--version", help="MuseTalk version: v1 | v15 | all."),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help="Default: <data>/models."),
+    optional: bool = typer.Option(False, "--optional", help="Also fetch dwpose (unused)."),
+    timeout: float = typer.Option(10.0, "--timeout", help="Network timeout per request (s)."),
+) -> None:
+    """Fetch missing files (resumable), record their SHA-256 in models/manifest.json."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+
+    from digihuman.engines.lipsync.musetalk import weights as W
+
+    root = _models_dir(models_dir)
+    versions = list(W.VERSIONS) if version == "all" else [version]
+    failed = False
+    with Progress(TextColumn("{task.description:<48}"), BarColumn(), DownloadColumn(),
+                  disable=not sys.stderr.isatty(), transient=True) as bar:  # fmt: skip
+        tasks: dict[str, TaskID] = {}
+
+        def report(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done, total=total)
+
+        for v in versions:
+            rows = W.download(root, v, include_optional=optional, timeout=timeout, report=report)
+            for wf, state in rows:
+                typer.echo(f"{v:4} {wf.path:45} {state}")
+                failed = failed or state.startswith("failed")
+    if failed:
+        typer.echo("some files failed; run the command again to resume", err=True)
+        raise typer.Exit(1)
+
+
+@models_app.command("verify")
+def verify(
+    version: str = typer.Option(
+        "auto", "--version", help="v1 | v15 | all | auto (the versions whose UNet is present)."
+    ),
+    models_dir: Path | None = typer.Option(None, "--models-dir", help="Default: <data>/models."),
+) -> None:
+    """Check every file: present, checksum as recorded, loads strictly with the right shapes.
+
+    Exit status 0 when every required file of the version(s) is good, 1 otherwise.
+    """
+    from digihuman.engines.lipsync.musetalk import weights as W
+
+    root = _models_dir(models_dir)
+    if version == "auto":
+        unets = {"v1": "musetalk/pytorch_model.bin", "v15": "musetalkV15/unet.pth"}
+        versions = [v for v, rel in unets.items() if (root / rel).is_file()] or ["v1"]
+    else:
+        versions = list(W.VERSIONS) if version == "all" else [version]
+    for v in versions:
+        W.check_version(v)
+    rows = W.verify(root, versions)
+    width = max(len(r.path) for r in rows)
+    typer.echo(f"models: {root}")
+    typer.echo(f"{'file':{width}}  {'ver':4} {'status':8} detail")
+    bad = False
+    for r in rows:
+        status = "ok" if r.ok else ("missing" if r.detail == "missing" else "BAD")
+        if not r.ok and not r.required:
+            status = "optional"
+        detail = "" if r.detail == "missing" else r.detail
+        typer.echo(f"{r.path:{width}}  {r.version:4} {status:8} {detail}")
+        bad = bad or (r.required and not r.ok)
+    if bad:
+        typer.echo(f"some files are missing or bad; {W.DOWNLOAD_HINT}", err=True)
+        raise typer.Exit(1)

@@ -1,0 +1,516 @@
+"""MuseTalk engine on tiny random models in the official file layout (CPU, fast).
+
+The reference computations here are written plainly from the official code's description
+(diffusers forward passes, the window indices spelled out) and compared with the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digihuman.engines.base import whole_audio
+from digihuman.engines.lipsync.musetalk import audio_features as AF
+from digihuman.engines.lipsync.musetalk import blending as BL
+from digihuman.engines.lipsync.musetalk import random_weights as RW
+from digihuman.engines.lipsync.musetalk import weights as W
+from digihuman.engines.lipsync.musetalk.crop import bbox_shift_range, crop_box
+from digihuman.engines.lipsync.musetalk.engine import MuseTalkEngine, source_index
+from digihuman.engines.lipsync.musetalk.vae import convert_vae_keys, frame_generator
+from digihuman.errors import MissingWeightsError
+from digihuman.timing import frame_count
+from digihuman.types import AudioChunk, SegmentEnd
+
+BOX = (60, 50, 220, 260)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("models")
+    RW.write_layout(d, "v1", size="tiny")
+    RW.write_layout(d, "v15", size="tiny")
+    return d
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_dir: Path) -> dict[str, MuseTalkEngine]:
+    return {v: MuseTalkEngine(models_dir=tiny_dir, version=v, batch_size=4) for v in ("v1", "v15")}
+
+
+@pytest.fixture(scope="module")
+def prepared(engines):
+    """Each version's avatar of two random frames (prepared once: face parsing is the slow part)."""
+    frames = _frames(2)
+    return frames, {v: e.prepare_boxes(frames, 25.0, [BOX, BOX]) for v, e in engines.items()}
+
+
+def _frames(n: int = 3, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, 300, 280, 3)) * 255).astype(np.uint8)
+
+
+def _speech(seconds: float, seed: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * 16000)
+    t = np.arange(n) / 16000
+    x = 0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    return (x + 0.05 * rng.standard_normal(n)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------- audio windows
+
+
+def _coded_features(t: int, layers: int = 5, dim: int = 3) -> np.ndarray:
+    f = np.zeros((t, layers, dim), np.float32)
+    f[:, :, 0] = np.arange(t)[:, None] + 1  # step id (+1 so that zero means "padding")
+    f[:, :, 1] = np.arange(layers)[None, :]
+    return f
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=st.integers(1, 120), frame=st.integers(0, 70))
+def test_v1_window_is_ten_steps_around_2i_clamped(t: int, frame: int) -> None:
+    win = AF.frame_windows(_coded_features(t), [frame], 25.0, "v1")[0]
+    assert win.shape == (50, 3)
+    steps = win[:, 0].reshape(10, 5) - 1
+    layers = win[:, 1].reshape(10, 5)
+    want = [min(max(2 * frame + k, 0), t - 1) for k in range(-4, 6)]
+    assert (steps == np.array(want)[:, None]).all()  # step-major, all 5 layers of a step
+    assert (layers == np.arange(5)[None, :]).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(t=st.integers(1, 120), frame=st.integers(0, 70))
+def test_v15_window_zero_pads_outside_the_clip(t: int, frame: int) -> None:
+    win = AF.frame_windows(_coded_features(t), [frame], 25.0, "v15")[0]
+    steps = win[:, 0].reshape(10, 5)
+    for k in range(10):
+        s = 2 * frame - 4 + k
+        expect = s + 1 if 0 <= s < t else 0
+        assert (steps[k] == expect).all()
+
+
+def test_window_centre_follows_fps() -> None:
+    assert list(AF.window_steps(3, 30.0, "v1")) == list(range(5 - 4, 5 + 6))  # int(3*50/30)=5
+    assert list(AF.window_steps(10, 25.0, "v15")) == list(range(16, 26))
+
+
+def test_mel_filterbank_is_slaney_triangles() -> None:
+    fb = AF.mel_filterbank()
+    assert fb.shape == (80, 201) and fb.dtype == np.float32
+    assert (fb >= 0).all() and (fb.max(axis=1) > 0).all()
+    peaks = fb.argmax(axis=1)
+    assert (np.diff(peaks) >= 0).all()
+    # slaney area normalisation: filter height is 2 / (bandwidth in Hz)
+    hz = AF._mel_to_hz(
+        np.linspace(AF._hz_to_mel(np.array(0.0)), AF._hz_to_mel(np.array(8000.0)), 82)
+    )
+    assert np.allclose(fb.max(axis=1) <= 2 / (hz[2:] - hz[:-2]) + 1e-6, True)
+
+
+def _plain_v1_features(enc: AF.WhisperEncoder, audio: np.ndarray) -> np.ndarray:
+    """openai-whisper's log-mel over the whole clip, 3000-frame chunks padded with zeros."""
+    x = torch.from_numpy(audio)
+    stft = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True)
+    mel = torch.from_numpy(AF.mel_filterbank()) @ (stft[:, :-1].abs() ** 2)
+    log = torch.clamp(mel, min=1e-10).log10()
+    log = (torch.maximum(log, log.max() - 8.0) + 4.0) / 4.0
+    out = []
+    for seek in range(0, log.shape[1], 3000):
+        seg = log[:, seek : seek + 3000]
+        steps = seg.shape[1] // 2
+        seg = torch.nn.functional.pad(seg, (0, 3000 - seg.shape[1]))
+        with torch.no_grad():
+            h = torch.nn.functional.gelu(enc.conv1(seg[None]))
+            h = torch.nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1) + enc.positional_embedding
+            hidden = [h]
+            for b in enc.blocks:
+                h = b(h)
+                hidden.append(h)
+        out.append(torch.stack(hidden, 2)[0, :steps].numpy())
+    return np.concatenate(out)
+
+
+def test_v1_features_match_a_plain_reference_across_a_chunk_boundary(engines) -> None:
+    ex = engines["v1"].load().audio
+    audio = _speech(31.0)
+    feats = ex.features(audio)
+    assert feats.shape == (1500 + 50, 5, 16)  # 3100 mel frames: 1500 + int(100 / 2) steps
+    ref = _plain_v1_features(ex.encoder, audio)
+    np.testing.assert_allclose(feats, ref, atol=1e-4)
+
+
+def test_v15_features_per_segment_with_final_norm(engines) -> None:
+    ex = engines["v15"].load().audio
+    audio = _speech(1.3)
+    feats = ex.features(audio)
+    assert feats.shape == (math.floor(1.3 * 50), 5, 16)
+    enc = ex.encoder
+    seg = np.zeros(480000, np.float32)
+    seg[: len(audio)] = audio
+    x = torch.from_numpy(seg)
+    stft = torch.stft(x, 400, 160, window=torch.hann_window(400), return_complex=True)
+    mel = torch.from_numpy(AF.mel_filterbank()) @ (stft[:, :-1].abs() ** 2)
+    log = torch.clamp(mel, min=1e-10).log10()
+    log = (torch.maximum(log, log.max() - 8.0) + 4.0) / 4.0
+    with torch.no_grad():
+        h = torch.nn.functional.gelu(enc.conv1(log[None]))
+        h = torch.nn.functional.gelu(enc.conv2(h)).permute(0, 2, 1) + enc.positional_embedding
+        hidden = [h]
+        for b in enc.blocks:
+            h = b(h)
+            hidden.append(h)
+        hidden[-1] = enc.ln_post(hidden[-1])  # HF hidden_states: the last one is normalised
+    ref = torch.stack(hidden, 2)[0, : feats.shape[0]].numpy()
+    np.testing.assert_allclose(feats, ref, atol=1e-4)
+
+
+def test_feature_stream_equals_whole_clip_when_complete(engines) -> None:
+    ex = engines["v15"].load().audio
+    audio = _speech(2.0)
+    s = AF.FeatureStream(ex)
+    for piece in np.array_split(audio, 7):
+        s.push(piece)
+        partial = s.features()
+        assert partial.shape[0] == math.floor(s.n_samples / 16000 * 50)
+    np.testing.assert_array_equal(s.features(), ex.features(audio))
+
+
+# ------------------------------------------------------------------------------- weights
+
+
+def _copy_layout(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_strict_loading_names_the_file(tiny_dir: Path, tmp_path: Path) -> None:
+    from digihuman.engines.lipsync.musetalk import unet
+
+    d = _copy_layout(tiny_dir, tmp_path / "m")
+    wfile = d / "musetalk" / "pytorch_model.bin"
+    cfg = d / "musetalk" / "musetalk.json"
+    good = torch.load(wfile, weights_only=True)
+
+    bad = dict(good)
+    bad.pop("conv_in.weight")
+    torch.save(bad, wfile)
+    with pytest.raises(W.BadWeightsError, match=r"pytorch_model\.bin.*1 missing key.*conv_in"):
+        unet.load_unet(cfg, wfile)
+
+    bad = dict(good)
+    bad["extra.weight"] = torch.zeros(1)
+    torch.save(bad, wfile)
+    with pytest.raises(W.BadWeightsError, match=r"unexpected key.*extra\.weight"):
+        unet.load_unet(cfg, wfile)
+
+    bad = dict(good)
+    bad["conv_in.weight"] = torch.zeros(3, 3)
+    torch.save(bad, wfile)
+    with pytest.raises(W.BadWeightsError, match=r"mis-shaped.*conv_in\.weight \(3, 3\)"):
+        unet.load_unet(cfg, wfile)
+
+    wfile.write_bytes(wfile.read_bytes()[:1000] if False else b"PK\x03\x04truncated")
+    with pytest.raises(W.BadWeightsError, match=r"unreadable.*models download"):
+        unet.load_unet(cfg, wfile)
+
+    wfile.unlink()
+    with pytest.raises(MissingWeightsError, match=r"musetalk/pytorch_model\.bin.*models download"):
+        MuseTalkEngine(models_dir=d, version="v1").load()
+
+
+def test_truncated_checkpoint_is_a_clear_error(tiny_dir: Path, tmp_path: Path) -> None:
+    src = tiny_dir / "face-parse-bisent" / "79999_iter.pth"
+    p = tmp_path / "face-parse-bisent" / "79999_iter.pth"
+    p.parent.mkdir()
+    data = src.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(W.BadWeightsError, match=r"79999_iter\.pth is unreadable"):
+        W.load_checkpoint(p)
+
+
+def test_old_vae_keys_convert_like_diffusers(tiny_dir: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    from digihuman.engines.lipsync.musetalk import vae
+
+    raw = torch.load(tiny_dir / "sd-vae-ft-mse" / "diffusion_pytorch_model.bin", weights_only=True)
+    assert any(k.endswith("attentions.0.query.weight") for k in raw)
+    conv = convert_vae_keys(raw)
+    assert "encoder.mid_block.attentions.0.to_q.weight" in conv
+    assert "decoder.mid_block.attentions.0.to_out.0.bias" in conv
+    assert not any(".query." in k or "proj_attn" in k for k in conv)
+    ours = vae.load_vae(tiny_dir / "sd-vae-ft-mse").state_dict()
+    theirs = AutoencoderKL.from_pretrained(tiny_dir / "sd-vae-ft-mse").state_dict()
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        assert torch.equal(ours[k], theirs[k]), k
+
+
+def test_verify_lists_every_file(tiny_dir: Path) -> None:
+    rows = W.verify(tiny_dir)
+    required = [r for r in rows if r.required]
+    assert all(r.ok for r in required), [r for r in required if not r.ok]
+    paths = {r.path for r in rows}
+    assert "whisper/tiny.pt" in paths and "musetalkV15/unet.pth" in paths
+    assert any(r.path.startswith("dwpose") and not r.required for r in rows)
+
+
+def test_models_cli_verify_and_offline_download(
+    tiny_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from digihuman.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["models", "verify", "--models-dir", str(tiny_dir)])
+    assert res.exit_code == 0, res.output
+    assert "musetalkV15/unet.pth" in res.output and " ok " in res.output
+
+    d = _copy_layout(tiny_dir, tmp_path / "m")
+    (d / "face-parse-bisent" / "79999_iter.pth").write_bytes(b"not a checkpoint")
+    res = runner.invoke(app, ["models", "verify", "--models-dir", str(d), "--version", "v1"])
+    assert res.exit_code == 1
+    assert "BAD" in res.output and "79999_iter.pth" in res.output
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")
+    empty = tmp_path / "empty"
+    import time
+
+    t0 = time.monotonic()
+    res = runner.invoke(app, ["models", "download", "--models-dir", str(empty), "--version", "v1"])
+    assert time.monotonic() - t0 < 8
+    assert res.exit_code != 0
+    msg = str(res.exception) + res.output
+    assert "offline" in msg and "whisper/tiny.pt" in msg and "openaipublic" in msg
+
+
+# ------------------------------------------------------------------------------- crop box
+
+
+def _lm68(cx: float = 140, cy: float = 150, s: float = 60) -> np.ndarray:
+    rng = np.random.default_rng(3)
+    pts = np.stack([cx + rng.uniform(-s, s, 68), cy + rng.uniform(-s * 0.6, s, 68)], 1)
+    pts[28] = (cx, cy - 20)
+    pts[29] = (cx, cy - 5)
+    pts[30] = (cx, cy + 10)
+    return pts.astype(np.float32)
+
+
+def test_crop_box_official_rule() -> None:
+    lm = _lm68()
+    li = lm.astype(np.int32)
+    x0, y0, x1, y1 = crop_box(lm)
+    assert (x0, x1, y1) == (li[:, 0].min(), li[:, 0].max(), li[:, 1].max())
+    assert y0 == max(0, li[29, 1] - (li[:, 1].max() - li[29, 1]))
+    _, y0s, _, _ = crop_box(lm, bbox_shift=5)
+    assert y0s == y0 + 10  # the centre moves down by 5 and the upper edge mirrors the chin
+    lo, hi = bbox_shift_range([lm])
+    assert (lo, hi) == (-(li[30, 1] - li[29, 1]), li[29, 1] - li[28, 1])
+
+
+def test_crop_box_fallback_and_v15_margin() -> None:
+    lm = _lm68(cx=20)  # some x < 0
+    assert crop_box(lm, fallback=(1, 2, 3, 4)) == (1, 2, 3, 4)
+    assert crop_box(lm) is None
+    lm = _lm68()
+    base = crop_box(lm)
+    v15 = crop_box(lm, bbox_shift=30, version="v15", extra_margin=10, height=10_000)
+    assert v15 == (base[0], base[1], base[2], base[3] + 10)  # bbox_shift ignored in v1.5
+    v15 = crop_box(lm, version="v15", extra_margin=10, height=base[3] + 3)
+    assert v15[3] == base[3] + 3
+
+
+# ------------------------------------------------------------------------------- blending
+
+
+def test_paste_equals_pil_paste_with_mask() -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)
+    box = (30, 40, 90, 110)
+    cbox = BL.expand_box(box)
+    face = rng.integers(0, 256, (box[3] - box[1], box[2] - box[0], 3), dtype=np.uint8)
+    mask = rng.integers(0, 256, (cbox[3] - cbox[1], cbox[2] - cbox[0]), dtype=np.uint8)
+    ours = BL.paste(frame, face, box, mask, cbox)
+    body = Image.fromarray(frame)
+    large = body.crop(cbox)
+    large.paste(Image.fromarray(face), (box[0] - cbox[0], box[1] - cbox[1]))
+    body.paste(large, cbox[:2], Image.fromarray(mask))
+    np.testing.assert_array_equal(ours, np.asarray(body))
+
+
+def test_jaw_kernel_and_masks() -> None:
+    k = BL.jaw_kernel()
+    assert k.shape == (33, 33) and k[:10].sum() == 0 and k[-1].sum() == k[20].sum()
+    labels = np.zeros((512, 512), np.int64)
+    labels[200:400, 150:350] = 1
+    labels[300:330, 220:290] = 12
+    labels[250:280, 240:260] = 10  # nose
+    raw = BL.labels_to_mask(labels, "raw")
+    jaw = BL.labels_to_mask(labels, "jaw")
+    assert raw[210, 200] == 255 and raw[260, 250] == 0
+    assert jaw[260, 250] == 0 and jaw[310, 250] == 255
+    assert jaw[405:420, 250].any()  # dilated downwards below the skin (the jaw line)
+    m = BL.blend_mask(labels, (10, 10, 90, 90), BL.expand_box((10, 10, 90, 90)), mode="raw")
+    assert m.shape == (120, 120) and m[:56].max() == 0  # upper half removed (blur: 3 px)
+
+
+# ------------------------------------------------------------------------------- the engine
+
+
+def _pe(d: int, n: int) -> torch.Tensor:
+    pe = torch.zeros(n, d)
+    pos = torch.arange(n, dtype=torch.float)[:, None]
+    div = torch.exp(torch.arange(0, d, 2).float() * (-math.log(10000.0) / d))
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)
+    return pe
+
+
+def _reference_crop(eng: MuseTalkEngine, crop: np.ndarray, window: np.ndarray, frame: int):
+    """diffusers forward passes, written plainly: masked/full latents → UNet(t=0) → decode."""
+    c = eng.load()
+    vae, unet = c.vae.vae, c.unet.unet
+    x = torch.from_numpy(crop / 255.0).float().permute(2, 0, 1)[None]
+    masked = x.clone()
+    masked[:, :, 128:] = 0
+    lats = []
+    for which, img in ((0, masked), (1, x)):
+        dist = vae.encode((img - 0.5) / 0.5).latent_dist
+        lats.append(dist.sample(generator=[frame_generator(eng.seed, frame, which)]) * 0.18215)
+    lat = torch.cat(lats, 1)
+    cond = torch.from_numpy(window)[None] + _pe(window.shape[1], window.shape[0])[None]
+    pred = unet(lat, torch.tensor([0]), encoder_hidden_states=cond).sample
+    img = vae.decode(pred / 0.18215).sample
+    img = ((img / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1) * 255).round().byte()[0].numpy()
+    return lat, pred, img
+
+
+@pytest.mark.parametrize("version", ["v1", "v15"])
+def test_engine_matches_plain_reference(engines, prepared, version: str) -> None:
+    eng = engines[version]
+    frames, preps = prepared
+    prep = preps[version]
+    audio = _speech(0.5)
+    out = list(eng.generate(prep, whole_audio(audio)))
+    assert len(out) == frame_count(len(audio), 16000, 25.0) == 13
+    assert [f.index for f in out] == list(range(13))
+    feats = eng.load().audio.features(audio)
+    d = feats.shape[2]
+    with torch.no_grad():
+        for i in (0, 1, 6, 12):
+            # the window, plainly: 10 steps 2i-4 … 2i+5, clamped (v1) or zero (v1.5)
+            rows = []
+            for s in range(2 * i - 4, 2 * i + 6):
+                if version == "v1":
+                    rows.append(feats[min(max(s, 0), len(feats) - 1)])
+                else:
+                    rows.append(feats[s] if 0 <= s < len(feats) else np.zeros((5, d), np.float32))
+            window = np.concatenate(rows).reshape(-1, d)
+            src = source_index(i, 2)  # 0 1 1 0 0 1 ...
+            x0, y0, x1, y1 = BOX
+            crop = cv2.resize(frames[src, y0:y1, x0:x1], (256, 256),
+                              interpolation=cv2.INTER_LANCZOS4)  # fmt: skip
+            lat, pred, ref_img = _reference_crop(eng, crop, window, src)
+            np.testing.assert_allclose(prep.arrays["latents"][src], lat[0].numpy(), atol=1e-4)
+            got_pred = eng.load().unet(lat, torch.from_numpy(window)[None])
+            np.testing.assert_allclose(got_pred.numpy(), pred.numpy(), atol=1e-4)
+            got = eng.run_batch(lat.numpy(), window[None])[0]
+            assert np.abs(got.astype(int) - ref_img.astype(int)).max() <= 1
+            # the composite: the reference crop pasted through the prepared mask
+            face = cv2.resize(ref_img, (x1 - x0, y1 - y0))
+            mb = tuple(prep.arrays["mask_boxes"][src])
+            side = mb[2] - mb[0]
+            ref_frame = BL.paste(
+                frames[src], face, BOX, prep.arrays["masks"][src][:side, :side], mb
+            )
+            assert np.abs(out[i].image.astype(int) - ref_frame.astype(int)).max() <= 1
+
+
+def test_step_is_the_per_frame_function(engines) -> None:
+    eng = engines["v1"]
+    crop = _frames(1)[0, :256, :256]
+    window = np.random.default_rng(2).standard_normal((50, 16)).astype(np.float32)
+    _, _, ref = _reference_crop(eng, crop, window, 7)
+    got = eng.step(crop, window, frame=7)
+    assert got.shape == (256, 256, 3) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1
+
+
+def test_batch_size_does_not_change_output(tiny_dir: Path, engines, prepared) -> None:
+    frames, preps = prepared
+    audio = _speech(0.4)
+    a = engines["v1"]
+    b = MuseTalkEngine(models_dir=tiny_dir, version="v1", batch_size=1)
+    pa = preps["v1"]
+    # latents: one frame at a time == the batched preparation (per-frame seeded samples)
+    x0, y0, x1, y1 = BOX
+    crop = cv2.resize(frames[1, y0:y1, x0:x1], (256, 256), interpolation=cv2.INTER_LANCZOS4)
+    one = b.load().vae.latents_for_unet(crop[None], [1], b.seed).numpy()[0]
+    np.testing.assert_allclose(pa.arrays["latents"][1], one, atol=1e-5)
+    fa = [f.image for f in a.generate(pa, whole_audio(audio))]
+    fb = [f.image for f in b.generate(pa, whole_audio(audio))]
+    assert len(fa) == len(fb) == 10
+    assert (
+        max(np.abs(x.astype(int) - y.astype(int)).max() for x, y in zip(fa, fb, strict=True)) <= 1
+    )
+
+
+def test_streaming_yields_early_and_counts_frames(engines, prepared) -> None:
+    eng = engines["v15"]
+    prep = prepared[1]["v15"]
+    audio = _speech(1.0)
+    consumed = []
+
+    def chunks():
+        for k, piece in enumerate(np.array_split(audio, 20)):  # 50 ms chunks
+            consumed.append(k)
+            yield AudioChunk(piece)
+        yield SegmentEnd()
+        consumed.append("end")
+
+    first_at = None
+    n = 0
+    for f in eng.generate(prep, chunks(), start_frame=5):
+        if first_at is None:
+            first_at = len(consumed)
+        assert f.index == n
+        n += 1
+    assert n == 25
+    assert first_at is not None and first_at < 20  # before the audio ended
+    # the latency bound: frame 0 needed at most lookahead_s of audio past its start
+    assert (first_at * 0.05) <= eng.capabilities.lookahead_s + 0.05 + 1e-9
+
+
+def test_silence_rests_the_mouth(engines, prepared) -> None:
+    eng = engines["v1"]
+    prep = prepared[1]["v1"]
+    audio = np.concatenate([_speech(0.4), np.zeros(16000, np.float32), _speech(0.4)])
+    out = list(eng.generate(prep, whole_audio(audio)))
+    quiet = [f for f in out if not f.speaking]
+    assert 15 <= len(quiet) <= 25
+    for src in (0, 1):  # the same source frame always gives the same silent image
+        same = [f.image for f in quiet if source_index(f.index, 2) == src]
+        assert len(same) >= 5 and all(np.array_equal(same[0], x) for x in same)
+    assert all(f.speaking for f in out[:5])
+    loud = [f.image for f in out if f.speaking]
+    assert not all(np.array_equal(loud[0], x) for x in loud[1:])
+
+
+def test_unprepared_avatar_is_refused(engines) -> None:
+    from digihuman.engines.base import PreparedAvatar
+    from digihuman.errors import InputError
+
+    bad = PreparedAvatar(engine="lite", fps=25.0, frames=_frames(1))
+    with pytest.raises(InputError, match="--engine musetalk"):
+        list(engines["v1"].generate(bad, whole_audio(_speech(0.1))))
