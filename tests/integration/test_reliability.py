@@ -43,6 +43,7 @@ def test_kill_9_workers_mid_job_loses_nothing(
     ids = q.enqueue_many("debug", [{"sleep": 0.1, "write": True} for _ in range(200)])
 
     kills = 0
+    killed: set[int] = set()
     last_kill = time.monotonic()
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -51,10 +52,12 @@ def test_kill_9_workers_mid_job_loses_nothing(
             break
         if kills < 4 and time.monotonic() - last_kill > 0.6:
             # a worker that is running a job right now (its record says so)
-            running = [r["worker"] for r in recs if r.get("status") == "running"]
-            if running:
-                pid = int(running[0].split(":")[1])
+            pids = [int(r["worker"].split(":")[1]) for r in recs if r.get("status") == "running"]
+            live = [p for p in pids if p not in killed]  # a killed one's jobs say running a while
+            if live:
+                pid = live[0]
                 os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
                 kills += 1
                 last_kill = time.monotonic()
                 procs.worker("debug", env, 2)  # a replacement joins
