@@ -161,3 +161,34 @@ def test_fuzz_every_endpoint_from_the_openapi_schema(stack: tuple[str, Path]) ->
         except Unsatisfiable:  # no invalid input exists for an operation without parameters
             assert mode is GenerationMode.NEGATIVE
     assert len(seen) == len(ops)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_seed_round_trip_with_the_real_offline_engines(
+    redis_url: str, tmp_path: Path, procs: Any, helpers: Any
+) -> None:
+    """/tts with the default offline TTS, then /asr of that file with faster-whisper."""
+    pytest.importorskip("piper")
+    pytest.importorskip("faster_whisper")
+    root = tmp_path / "root"
+    env = helpers.service_env(
+        redis_url,
+        root,
+        DIGIHUMAN_TTS__ENGINE="auto",
+        DIGIHUMAN_ASR__ENGINE="whisper",
+        DIGIHUMAN_JOBS__KINDS='["tts", "asr"]',
+        DIGIHUMAN_API__REQUEST_TIMEOUT_S="120",
+    )
+    procs.worker("tts", env)
+    procs.worker("asr", env)
+    api = procs.api(env)
+    helpers.wait_ready(redis_url, "tts", timeout=60)
+    helpers.wait_ready(redis_url, "asr", timeout=60)
+    c = httpx.Client(base_url=api, timeout=150)
+    r = c.get("/tts", params={"msg": "Welcome to the interview.", "wait": 60})
+    assert r.status_code == 200
+    wav = r.json()["message"]
+    assert _wav_seconds(root / wav) > 0.8
+    text = c.get("/asr", params={"url": wav}).json()["message"]
+    assert "interview" in text.lower(), text
