@@ -495,13 +495,13 @@ def test_streaming_yields_early_and_counts_frames(engines, prepared) -> None:
 def test_silence_rests_the_mouth(engines, prepared) -> None:
     eng = engines["v1"]
     prep = prepared[1]["v1"]
-    audio = np.concatenate([_speech(0.4), np.zeros(16000, np.float32), _speech(0.4)])
+    audio = np.concatenate([_speech(0.3), np.zeros(12000, np.float32), _speech(0.3)])
     out = list(eng.generate(prep, whole_audio(audio)))
     quiet = [f for f in out if not f.speaking]
-    assert 15 <= len(quiet) <= 25
+    assert 10 <= len(quiet) <= 19  # 0.75 s of silence, less the windows reaching into speech
     for src in (0, 1):  # the same source frame always gives the same silent image
         same = [f.image for f in quiet if source_index(f.index, 2) == src]
-        assert len(same) >= 5 and all(np.array_equal(same[0], x) for x in same)
+        assert len(same) >= 4 and all(np.array_equal(same[0], x) for x in same)
     assert all(f.speaking for f in out[:5])
     loud = [f.image for f in out if f.speaking]
     assert not all(np.array_equal(loud[0], x) for x in loud[1:])
@@ -514,3 +514,46 @@ def test_unprepared_avatar_is_refused(engines) -> None:
     bad = PreparedAvatar(engine="lite", fps=25.0, frames=_frames(1))
     with pytest.raises(InputError, match="--engine musetalk"):
         list(engines["v1"].generate(bad, whole_audio(_speech(0.1))))
+
+
+def test_download_url_resumes_a_partial_file(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    payload = np.random.default_rng(9).bytes(300_000)
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            rng = self.headers.get("Range")
+            seen.append(rng)
+            start = int(rng.split("=")[1].rstrip("-")) if rng else 0
+            body = payload[start:]
+            self.send_response(206 if rng else 200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        dest = tmp_path / "face-parse-bisent" / "resnet18-5c106cde.pth"
+        dest.parent.mkdir()
+        (dest.parent / (dest.name + ".part")).write_bytes(payload[:123_456])
+        progress: list[int] = []
+        W.download_url(f"http://127.0.0.1:{srv.server_address[1]}/f", dest,
+                       report=lambda name, done, total: progress.append(done))  # fmt: skip
+        assert dest.read_bytes() == payload
+        assert seen == ["bytes=123456-"] and progress[-1] == len(payload)
+        assert not (dest.parent / (dest.name + ".part")).exists()
+        W.record_checksum(tmp_path, "face-parse-bisent/resnet18-5c106cde.pth",
+                          W.sha256_of(dest), len(payload), "test")  # fmt: skip
+        assert W.read_manifest(tmp_path)["files"]["face-parse-bisent/resnet18-5c106cde.pth"][
+            "size"
+        ] == len(payload)
+    finally:
+        srv.shutdown()
