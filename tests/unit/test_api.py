@@ -121,6 +121,8 @@ def test_api_key_on_everything_but_health(tmp_path: Path) -> None:
     assert ok_q.status_code == ok_h.status_code == 501  # past the key check
     assert c.get("/healthz").status_code == 200
     assert c.get("/readyz").status_code == 503  # open, but not ready (no Redis)
+    spec = c.get("/openapi.json", headers={"X-API-Key": "s3cret"}).json()
+    assert set(spec["components"]["securitySchemes"]) == {"ApiKeyHeader", "ApiKeyQuery"}
 
 
 TRAVERSAL = [

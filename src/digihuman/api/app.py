@@ -122,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # middleware: the last added runs first (CORS answers preflights before the key check)
     key = api.api_key.get_secret_value() if api.api_key is not None else None
+    if key:
+        _declare_api_key(app)
     app.add_middleware(GuardMiddleware, api_key=key or None)
     if api.cors_origins:
         app.add_middleware(
@@ -132,6 +134,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Content-Range", "Accept-Ranges"],
         )
     return app
+
+
+def _declare_api_key(app: FastAPI) -> None:
+    """Show the API key (header or query parameter) in the OpenAPI schema and on /docs."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+                "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "key"},
+            }
+            schema["security"] = [{"ApiKeyHeader": []}, {"ApiKeyQuery": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 
 
 def app_from_env() -> Any:
