@@ -222,6 +222,9 @@ def test_file_download_with_range(tmp_path: Path) -> None:
     assert part.status_code == 206 and part.content == data[100:200]
     assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
     _is_json_error(c.get("/v1/files/results/output/missing.mp4"), 404)
+    (tmp_path / "root" / "redis").mkdir()
+    (tmp_path / "root" / "redis" / "appendonly.aof").write_text("queue data")
+    _is_json_error(c.get("/v1/files/redis/appendonly.aof"), 404)  # not downloadable
     _is_json_error(c.get("/v1/files/results/output"), 404)
 
 

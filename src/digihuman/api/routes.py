@@ -22,6 +22,7 @@ from digihuman.jobs.queue import JobRecord
 JOB_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SHORT = 256  # bound on names (username, zbjname, msId, job)
 URL_MAX = 2048
+DOWNLOADABLE = ("tests", "results", "audios", "data")  # not redis/ (queue data) nor models/
 
 
 class Message(BaseModel):
@@ -344,9 +345,14 @@ def v1_router(settings: Settings) -> APIRouter:
     @r.get("/v1/files/{path:path}", tags=["v1"], response_class=FileResponse)
     async def v1_file(request: Request, path: Annotated[str, PathParam(max_length=URL_MAX)]) -> Any:
         """Download a file under the data root (``Range`` requests supported, for video)."""
-        p = _svc(request).data_root.resolve(path, must_exist=True)
-        if not p.is_file() or p.name.startswith("."):
-            raise NotFoundError(f"no such file in the data root: {path}")
+        root = _svc(request).data_root
+        p = root.resolve(path, must_exist=True)
+        top = root.relative(p).split("/", 1)[0]
+        if top not in DOWNLOADABLE or not p.is_file() or p.name.startswith("."):
+            raise NotFoundError(
+                f"no such file in the data root: {path} (downloads come from "
+                f"{', '.join(f'{d}/' for d in DOWNLOADABLE)})"
+            )
         return FileResponse(p)
 
     @r.get("/healthz", tags=["ops"])
