@@ -144,9 +144,13 @@ def main() -> None:
     ap.add_argument("--version", default="v15", choices=["v1", "v15"])
     ap.add_argument("--frames", type=int, default=8, help="CPU: frames per measurement")
     ap.add_argument("--seconds", type=float, default=20.0, help="GPU: audio per measurement")
+    ap.add_argument("--threads", type=int, help="CPU: torch intra-op threads (default: torch's)")
     args = ap.parse_args()
 
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from digihuman.engines.lipsync.musetalk import random_weights as RW
 

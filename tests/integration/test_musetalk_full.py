@@ -19,6 +19,17 @@ import pytest
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core CI machine it beats two (no spin-waiting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def full_dir(tmp_path_factory: pytest.TempPathFactory):
     from digihuman.engines.lipsync.musetalk import random_weights as RW
