@@ -41,11 +41,17 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class Timeout(DigihumanError):
+    """A bounded wait ran out."""
+
     http_status = 504
 
 
 class JobFailed(DigihumanError):
-    http_status = 500
+    """A job ended without a result; the status is the one its error carried (500 if none)."""
+
+    def __init__(self, message: str, status: int | None) -> None:
+        super().__init__(message)
+        self.http_status = status or 500
 
 
 def _svc(request: Request) -> Service:
@@ -98,9 +104,7 @@ def _raise_for(rec: JobRecord | None, job_id: str, waited: float, what: str) -> 
             f"follow it at /v1/jobs/{job_id}"
         )
     if rec.status != "done":
-        err = DigihumanError(f"{what} failed: {rec.error or rec.status}")
-        err.http_status = rec.error_status or 500
-        raise err
+        raise JobFailed(f"{what} failed: {rec.error or rec.status}", rec.error_status)
     return rec
 
 
