@@ -6,7 +6,10 @@ fuzz test drives every operation of the OpenAPI schema with schemathesis-generat
 
 from __future__ import annotations
 
+import functools
+import http.server
 import re
+import threading
 import time
 import wave
 from pathlib import Path
@@ -29,6 +32,9 @@ def stack(redis_url: str, tmp_path: Path, procs: Any, helpers: Any) -> tuple[str
         DIGIHUMAN_JOBS__KINDS='["tts", "asr"]',
         DIGIHUMAN_API__MAX_WAIT_S="10",
         DIGIHUMAN_API__REQUEST_TIMEOUT_S="10",
+        # loopback allowed on purpose here: the test serves a file over HTTP itself
+        DIGIHUMAN_API__URL_ALLOWLIST='["127.0.0.1"]',
+        DIGIHUMAN_API__ALLOW_PRIVATE_URLS="true",
     )
     procs.worker("tts", env)
     procs.worker("asr", env)
@@ -96,6 +102,18 @@ def test_seed_client_calls_the_seven_endpoints(stack: tuple[str, Path]) -> None:
     assert r.status_code == 202
     done = c.get(f"/v1/jobs/{r.json()['id']}", params={"wait": 10}).json()
     assert done["status"] == "done" and isinstance(done["result"]["text"], str)
+    # an allow-listed http URL: the ASR worker fetches it (within the size and time limits)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/{body['message']}"
+        r = c.get("/asr", params={"url": url})
+        assert r.status_code == 200 and isinstance(r.json()["message"], str), r.text
+        r = c.get("/asr", params={"url": f"http://127.0.0.1:{srv.server_address[1]}/nope.wav"})
+        assert r.status_code == 422 and "404" in r.json()["message"]
+    finally:
+        srv.shutdown()
     # a failed ASR job reports its error with the right status
     (root / "tests" / "noise.wav").write_bytes(b"not audio at all")
     r = c.get("/asr", params={"url": "tests/noise.wav"})
