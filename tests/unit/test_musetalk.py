@@ -370,6 +370,8 @@ def test_jaw_kernel_and_masks() -> None:
     assert raw[210, 200] == 255 and raw[260, 250] == 0
     assert jaw[260, 250] == 0 and jaw[310, 250] == 255
     assert jaw[405:420, 250].any()  # dilated downwards below the skin (the jaw line)
+    v1 = BL.labels_to_mask(labels, "v1")  # the v1.0 release: labels 1-13, nose included
+    assert v1[260, 250] == 255 and v1[310, 250] == 255 and v1[100, 100] == 0
     m = BL.blend_mask(labels, (10, 10, 90, 90), BL.expand_box((10, 10, 90, 90)), mode="raw")
     assert m.shape == (120, 120) and m[:56].max() == 0  # upper half removed (blur: 3 px)
 
@@ -444,6 +446,14 @@ def test_engine_matches_plain_reference(engines, prepared, version: str) -> None
                 frames[src], face, BOX, prep.arrays["masks"][src][:side, :side], mb
             )
             assert np.abs(out[i].image.astype(int) - ref_frame.astype(int)).max() <= 1
+
+
+def test_version_blending_parameters(engines, prepared) -> None:
+    v1, v15 = engines["v1"], engines["v15"]
+    assert (v1.parsing_mode, v1.expand, v1.blur_ratio) == ("v1", 1.2, 0.1)
+    assert (v15.parsing_mode, v15.expand, v15.blur_ratio) == ("jaw", 1.5, 0.05)
+    assert tuple(prepared[1]["v1"].arrays["mask_boxes"][0]) == BL.expand_box(BOX, 1.2)
+    assert tuple(prepared[1]["v15"].arrays["mask_boxes"][0]) == BL.expand_box(BOX, 1.5)
 
 
 def test_step_is_the_per_frame_function(engines) -> None:

@@ -2,13 +2,14 @@
 
 The computation of MuseTalk's ``musetalk/utils/blending.py`` and ``face_parsing``, re-written:
 
-* the face box is expanded to a square ``crop_box`` (centre ± ``int(max(w, h) // 2 * 1.5)``);
+* the face box is expanded to a square ``crop_box`` (centre ± ``int(max(w, h) // 2 * expand)``,
+  ``expand`` 1.2 in the v1.0 release, 1.5 in v1.5);
   that region of the **source** frame (zero-filled outside the image) is parsed by BiSeNet at
   512×512 (bilinear resize, ImageNet normalisation); the parsing is resized back (bicubic);
-* mask: labels {1 skin, 11 mouth, 12 upper lip, 13 lower lip} ("raw"), or v1.5's "jaw" mode
+* mask: labels 1–13 (the v1.0 release: the face without hair and neck), or v1.5's "jaw" mode
   (the skin dilated downwards by a cone kernel, eroded at the cheeks, nose excluded, plus the
   lips) — then only the part inside the face box and below the middle of the crop box is kept,
-  and it is Gaussian-blurred (kernel ``0.05 × size``, odd);
+  and it is Gaussian-blurred (kernel ``0.1 × size`` in v1.0, ``0.05 × size`` in v1.5, odd);
 * composite: the generated face (resized to the box) is pasted into the crop, which is blended
   into the frame through the mask with PIL's rounding (``(a·m + b·(255 − m) + 128) / 255``).
 
@@ -220,7 +221,13 @@ def cheek_mask(left: int = 90, right: int = 90, size: int = PARSE_SIZE) -> np.nd
 
 
 def labels_to_mask(labels: np.ndarray, mode: str, *, cheek_width: int = 90) -> np.ndarray:
-    """(512, 512) parsing labels → uint8 {0, 255} mask for ``mode`` ('raw' | 'jaw' | 'neck')."""
+    """(512, 512) parsing labels → uint8 {0, 255} mask for ``mode``.
+
+    'v1': the v1.0 release (labels 1–13: the whole face, brows, eyes, ears, nose, mouth, lips);
+    'raw': skin, mouth and lips (current upstream default); 'jaw' (v1.5); 'neck'.
+    """
+    if mode == "v1":
+        return np.where((labels >= 1) & (labels <= 13), 255, 0).astype(np.uint8)
     if mode == "neck":
         return np.where(np.isin(labels, (1, 11, 12, 13, 14)), 255, 0).astype(np.uint8)
     if mode == "jaw":
@@ -235,7 +242,7 @@ def labels_to_mask(labels: np.ndarray, mode: str, *, cheek_width: int = 90) -> n
     if mode != "raw":
         from digihuman.errors import InputError
 
-        raise InputError(f"unknown parsing mode {mode!r}; use raw, jaw or neck")
+        raise InputError(f"unknown parsing mode {mode!r}; use v1, raw, jaw or neck")
     return np.where(np.isin(labels, LABELS_RAW), 255, 0).astype(np.uint8)
 
 

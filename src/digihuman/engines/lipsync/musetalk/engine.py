@@ -98,8 +98,6 @@ def load_components(
     models_dir = Path(models_dir)
     sub = "musetalk" if version == "v1" else "musetalkV15"
     wname = "pytorch_model.bin" if version == "v1" else "unet.pth"
-    cfg = W.require(models_dir, f"{sub}/musetalk.json")
-    wfile = W.require(models_dir, f"{sub}/{wname}")
     # check presence of every file first, so the user hears about all of them at once
     missing = [
         f.path for f in W.files_for(version) if f.required and W.existing(models_dir, f) is None
@@ -111,6 +109,8 @@ def load_components(
             f"missing MuseTalk {version} weight file(s) under {models_dir}: {', '.join(missing)}; "
             f"{W.DOWNLOAD_HINT}"
         )
+    cfg = W.require(models_dir, f"{sub}/musetalk.json")
+    wfile = W.require(models_dir, f"{sub}/{wname}")
     t0 = time.perf_counter()
     net = unet.load_unet(cfg, wfile).to(device, dtype)
     v = vae.MuseTalkVAE(vae.load_vae(models_dir / "sd-vae-ft-mse"), device=device, dtype=dtype)
@@ -144,7 +144,7 @@ class MuseTalkEngine:
         fps: float = 25.0,
         silence_db: float | None = -60.0,
         blend_workers: int = 2,
-        blur_ratio: float = 0.05,
+        blur_ratio: float | None = None,
         components: Components | None = None,
     ) -> None:
         from . import weights as W
@@ -157,15 +157,17 @@ class MuseTalkEngine:
         self.batch_size = max(1, int(batch_size))
         self.bbox_shift = int(bbox_shift)
         self.extra_margin = int(extra_margin)
-        # v1.0's official blending always parses in "raw" mode; v1.5 takes parsing_mode
-        self.parsing_mode = parsing_mode if version == "v15" else "raw"
+        # the v1.0 release blends through face-parsing labels 1-13 with a 1.2x crop box and a
+        # 0.1 blur; v1.5 takes parsing_mode ("jaw") with 1.5x and 0.05 (its normal mode)
+        self.parsing_mode = parsing_mode if version == "v15" else "v1"
+        self.expand = 1.5 if version == "v15" else 1.2
         self.compile = bool(compile)
         self.seed = int(seed)
         self.face_index = face_index
         self.fps = float(fps)
         self.silence_db = silence_db
         self.blend_workers = max(1, int(blend_workers))
-        self.blur_ratio = float(blur_ratio)
+        self.blur_ratio = float(blur_ratio or (0.05 if version == "v15" else 0.1))
         if version == "v15" and self.bbox_shift:
             log.warning("bbox_shift is ignored by MuseTalk v1.5 (the official v1.5 uses 0)")
         lookahead = WINDOW_AFTER_S + LOOKAHEAD_MARGIN_S + (self.batch_size - 1) / self.fps
@@ -206,6 +208,7 @@ class MuseTalkEngine:
             "extra_margin": self.extra_margin if self.version == "v15" else 0,
             "parsing_mode": self.parsing_mode,
             "blur_ratio": self.blur_ratio,
+            "expand": self.expand,
             "seed": self.seed,
             "face_index": self.face_index,
         }
@@ -222,13 +225,13 @@ class MuseTalkEngine:
     # ------------------------------------------------------------------ crop boxes
 
     def crop_boxes(
-        self, frames: np.ndarray, *, progress: Progress = no_progress
+        self, frames: np.ndarray, *, fps: float = 25.0, progress: Progress = no_progress
     ) -> tuple[list[Box | None], tuple[int, int]]:
         """Per-frame crop boxes from the face module's landmarks, and the bbox_shift range."""
         from digihuman.face import FaceAnalyzer
         from digihuman.face.geometry import to_68
 
-        lms = FaceAnalyzer().track(frames, face_index=self.face_index, progress=progress)
+        lms = FaceAnalyzer().track(frames, self.face_index, progress, fps=fps)
         h = int(frames.shape[1])
         boxes: list[Box | None] = []
         pts = []
@@ -255,7 +258,7 @@ class MuseTalkEngine:
         self, frames: np.ndarray, fps: float, *, progress: Progress = no_progress
     ) -> PreparedAvatar:
         frames = np.asarray(frames)
-        boxes, rng = self.crop_boxes(frames, progress=lambda f, m: progress(0.3 * f, m))
+        boxes, rng = self.crop_boxes(frames, fps=fps, progress=lambda f, m: progress(0.3 * f, m))
         prepared = self.prepare_boxes(
             frames, fps, boxes, progress=lambda f, m: progress(0.3 + 0.7 * f, m)
         )
@@ -292,7 +295,7 @@ class MuseTalkEngine:
                 continue
             valid[i] = True
             box_arr[i] = (x0, y0, x1, y1)
-            mask_boxes[i] = expand_box((x0, y0, x1, y1))
+            mask_boxes[i] = expand_box((x0, y0, x1, y1), self.expand)
         latents = np.zeros((n, 2 * c.vae.latent_channels, CROP // 8, CROP // 8), np.float32)
         side = int((mask_boxes[:, 2] - mask_boxes[:, 0]).max()) if valid.any() else 1
         masks = np.zeros((n, side, side), np.uint8)
