@@ -32,6 +32,8 @@ class MuseTalkSettings(BaseModel):
     parsing_mode: str = "jaw"  # v1.5: jaw | raw
     compile: bool = False
     seed: int = 0  # makes the VAE posterior sample reproducible
+    silence_db: float | None = -60.0  # frames with a quieter window rest the mouth; None: off
+    blend_workers: int = 2  # threads pasting generated faces back while the GPU works
 
 
 class TTSSettings(BaseModel):
