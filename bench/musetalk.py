@@ -112,7 +112,9 @@ def gpu_table(models_dir: Path, version: str, seconds: float, quick: bool) -> No
             t0 = time.perf_counter()
             prep = eng.prepare_boxes(frames, 25.0, [BOX] * n_src)
             torch.cuda.synchronize()
-            prep_rows.append([dtype, f"{n_src / (time.perf_counter() - t0):.1f}"])
+            prep_rows.append(
+                [dtype, "on" if compile_ else "off", f"{n_src / (time.perf_counter() - t0):.1f}"]
+            )
             for batch in batches:
                 eng2 = MuseTalkEngine(models_dir=models_dir, version=version, device="cuda",
                                       dtype=dtype, batch_size=batch, silence_db=None,
@@ -134,7 +136,7 @@ def gpu_table(models_dir: Path, version: str, seconds: float, quick: bool) -> No
            "of audio, blending included)", ["dtype", "compile", "batch", "frames/s",
                                              "peak GiB"], rows)  # fmt: skip
     _table(f"avatar preparation on {name} (crop, 2 VAE encodes, face parsing)",
-           ["dtype", "frames/s"], prep_rows)  # fmt: skip
+           ["dtype", "compile", "frames/s"], prep_rows)  # fmt: skip
 
 
 def main() -> None:

@@ -507,6 +507,9 @@ def test_streaming_yields_early_and_counts_frames(engines, prepared) -> None:
         n += 1
     assert n == 25
     assert first_at is not None and first_at < 20  # before the audio ended
+    # two segments in one call: frame_count of each, indices counting on
+    two = [AudioChunk(audio[:3200]), SegmentEnd(), AudioChunk(audio[:4000]), SegmentEnd()]
+    assert [f.index for f in eng.generate(prep, two)] == list(range(5 + 6))
     # the latency bound: frame 0 needed at most lookahead_s of audio past its start
     assert (first_at * 0.05) <= eng.capabilities.lookahead_s + 0.05 + 1e-9
 

@@ -545,6 +545,7 @@ class MuseTalkEngine:
             for t, k in enumerate(todo):
                 crops[k] = host_np[t]
                 if silent[k]:
+                    ready()  # the copy must have landed before the cache keeps it
                     if len(self._silent_cache) >= 1024:
                         self._silent_cache.clear()
                     self._silent_cache[self._silent_key(arr, srcs[k])] = host_np[t].copy()
