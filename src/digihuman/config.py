@@ -52,6 +52,7 @@ class TTSSettings(BaseModel):
     piper_noise_w: float | None = None
     espeak_rate_zh: int = 110  # words per minute
     espeak_rate_en: int = 165
+    espeak_pitch_zh: int | None = None  # 0-99; None: espeak-ng's 50
     openai_base_url: str | None = None
     openai_model: str = "tts-1"
     openai_api_key: SecretStr | None = None

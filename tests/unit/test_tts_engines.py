@@ -97,9 +97,9 @@ def test_first_chunk_comes_before_later_sentences_are_spoken(espeak: TTSEngine) 
     calls: list[str] = []
     real = espeak._run  # type: ignore[attr-defined]
 
-    def counting(text: str, voice: str, rate: int) -> np.ndarray:
+    def counting(text: str, voice: str, rate: int, pitch: int | None = None) -> np.ndarray:
         calls.append(text)
-        return real(text, voice, rate)  # type: ignore[no-any-return]
+        return real(text, voice, rate, pitch)  # type: ignore[no-any-return]
 
     espeak._run = counting  # type: ignore[attr-defined]
     try:

@@ -36,7 +36,11 @@ def tts_kwargs(settings: TTSSettings, engine: str | None = None) -> dict[str, An
         "noise_scale": s.piper_noise_scale,
         "noise_w": s.piper_noise_w,
     }
-    espeak = {"rate_zh": s.espeak_rate_zh, "rate_en": s.espeak_rate_en}
+    espeak = {
+        "rate_zh": s.espeak_rate_zh,
+        "rate_en": s.espeak_rate_en,
+        "pitch_zh": s.espeak_pitch_zh,
+    }
     if name == "auto":
         return {**common, "piper": piper, "espeak": espeak}
     if name == "piper":

@@ -39,6 +39,7 @@ class EspeakTTS:
         rate_zh: int = 110,
         rate_en: int = 165,
         pitch: int | None = None,
+        pitch_zh: int | None = None,
         executable: str | None = None,
         max_chars: int = 2000,
         max_sentence_chars: int = 200,
@@ -52,17 +53,19 @@ class EspeakTTS:
             )
         self._exe = exe
         self.voice_zh, self.voice_en = voice_zh, voice_en
-        self.rate_zh, self.rate_en, self.pitch = rate_zh, rate_en, pitch
+        self.rate_zh, self.rate_en = rate_zh, rate_en
+        self.pitch = pitch  # 0-99, espeak-ng's default 50
+        self.pitch_zh = pitch_zh if pitch_zh is not None else pitch
         self.max_chars, self.max_sentence_chars = max_chars, max_sentence_chars
         self.timeout_s = timeout_s
         self.capabilities = TTSCapabilities(
             sample_rate=ESPEAK_RATE, languages=("zh", "en"), voices=(voice_zh, voice_en)
         )
 
-    def _run(self, text: str, voice: str, rate: int) -> np.ndarray:
+    def _run(self, text: str, voice: str, rate: int, pitch: int | None = None) -> np.ndarray:
         args = [self._exe, "--stdout", "-v", voice, "-s", str(rate)]
-        if self.pitch is not None:
-            args += ["-p", str(self.pitch)]
+        if pitch is not None:
+            args += ["-p", str(pitch)]
         try:
             proc = subprocess.run(
                 args, input=text.encode("utf-8"), capture_output=True, timeout=self.timeout_s
@@ -88,8 +91,8 @@ class EspeakTTS:
             pinyin = to_pinyin(normalize_zh(text))
             if not pinyin.strip(" ,."):
                 return np.zeros(0, dtype=np.float32)
-            return self._run(pinyin, self.voice_zh, self.rate_zh)
-        return self._run(normalize_en(text), self.voice_en, self.rate_en)
+            return self._run(pinyin, self.voice_zh, self.rate_zh, self.pitch_zh)
+        return self._run(normalize_en(text), self.voice_en, self.rate_en, self.pitch)
 
     def synthesize(
         self, text: str, voice: str | None = None, language: str | None = None
