@@ -263,6 +263,13 @@ def test_old_vae_keys_convert_like_diffusers(tiny_dir: Path) -> None:
         assert torch.equal(ours[k], theirs[k]), k
 
 
+def test_upstream_vae_folder_name_is_accepted(tiny_dir: Path, tmp_path: Path) -> None:
+    d = _copy_layout(tiny_dir, tmp_path / "m")
+    (d / "sd-vae-ft-mse").rename(d / "sd-vae")  # today's upstream download script's folder
+    rows = {r.path: r for r in W.verify(d, ["v1"])}
+    assert rows["sd-vae/diffusion_pytorch_model.bin"].ok
+
+
 def test_verify_lists_every_file(tiny_dir: Path) -> None:
     rows = W.verify(tiny_dir)
     required = [r for r in rows if r.required]

@@ -112,15 +112,19 @@ def check_version(version: str) -> None:
         raise InputError(f"unknown MuseTalk version {version!r}; use one of: {', '.join(VERSIONS)}")
 
 
+# Folder names other layouts use for the same files (today's upstream download script puts the
+# VAE in ``models/sd-vae/``).
+FOLDER_ALIASES = {"sd-vae-ft-mse": ("sd-vae",)}
+
+
 def existing(models_dir: Path, wf: WeightFile) -> Path | None:
-    """The file on disk for ``wf`` (or an accepted alternative name), if present."""
-    p = Path(models_dir) / wf.path
-    if p.is_file():
-        return p
-    for alt in wf.alternatives:
-        q = p.with_name(alt)
-        if q.is_file():
-            return q
+    """The file on disk for ``wf`` (or an accepted alternative name or folder), if present."""
+    folder, _, name = wf.path.partition("/")
+    for f in (folder, *FOLDER_ALIASES.get(folder, ())):
+        for n in (name, *wf.alternatives):
+            q = Path(models_dir) / f / n
+            if q.is_file():
+                return q
     return None
 
 
@@ -355,6 +359,15 @@ def download_hf(repo: str, filename: str, dest: Path, *, timeout: float = 10.0) 
         os.replace(got, dest)
 
 
+def hf_sha256(repo: str, filename: str, *, timeout: float = 10.0) -> str | None:
+    """The SHA-256 the Hub publishes for an LFS file (its ETag), or None for small files."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    meta = get_hf_file_metadata(hf_hub_url(repo, filename), timeout=timeout)
+    etag = (meta.etag or "").strip('"')
+    return etag if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) else None
+
+
 def check_online(timeout: float = 5.0) -> str | None:
     """None when the Hub answers; else a one-line reason (so offline fails fast)."""
     import socket
@@ -399,16 +412,18 @@ def download(
         on_file(wf, "start")
         t0 = time.monotonic()
         try:
+            want = wf.sha256
             if wf.source.startswith("hf:"):
                 _, repo, name = wf.source.split(":", 2)
                 download_hf(repo, name, dest, timeout=timeout)
+                want = want or hf_sha256(repo, name, timeout=timeout)
             else:
                 download_url(wf.source, dest, timeout=timeout, report=report)
             digest = sha256_of(dest)
-            if wf.sha256 is not None and digest != wf.sha256:
+            if want is not None and digest != want:
                 bad = dest.with_name(dest.name + ".bad")
                 os.replace(dest, bad)
-                raise OSError(f"checksum mismatch (got {digest[:12]}, want {wf.sha256[:12]})")
+                raise OSError(f"checksum mismatch (got {digest[:12]}, want {want[:12]})")
             record_checksum(models_dir, wf.path, digest, dest.stat().st_size, wf.source)
             rows.append((wf, "downloaded"))
             log.info("downloaded %s in %.1fs", wf.path, time.monotonic() - t0)
@@ -499,7 +514,9 @@ def verify(models_dir: Path, versions: Iterable[str] = VERSIONS) -> list[VerifyR
         check(
             "sd-vae-ft-mse/config.json",
             version,
-            lambda: vae.describe_config(read_json(models_dir / "sd-vae-ft-mse/config.json")),
+            lambda: vae.describe_config(
+                read_json(require(models_dir, "sd-vae-ft-mse/config.json"))
+            ),
         )
         check(
             "sd-vae-ft-mse/diffusion_pytorch_model.bin",
