@@ -49,7 +49,7 @@ def _stream(audio: np.ndarray, chunk_s: float = 0.2):
 
 
 def _table(title: str, header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
     print(f"\n{title}")
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
@@ -100,6 +100,7 @@ def gpu_table(models_dir: Path, version: str, seconds: float, quick: bool) -> No
     name = torch.cuda.get_device_name(0)
     rows = []
     prep_rows = []
+    stage_rows: list[list[str]] = []
     batches = (8,) if quick else (4, 8, 16, 32)
     for dtype in ("float16", "bfloat16"):
         for compile_ in (False, True):
@@ -130,11 +131,22 @@ def gpu_table(models_dir: Path, version: str, seconds: float, quick: bool) -> No
                 peak = torch.cuda.max_memory_allocated() / 2**30
                 rows.append([dtype, "on" if compile_ else "off", str(batch), f"{n / wall:.1f}",
                              f"{peak:.2f}"])  # fmt: skip
+                if not compile_ and batch == batches[-1]:  # where the time goes (synchronised)
+                    eng2.profile = True
+                    eng2.reset_stats()
+                    k = sum(1 for _ in eng2.generate(prep, _stream(audio)))
+                    st = eng2.stats
+                    stage_rows.append([dtype, str(batch)] + [
+                        f"{k / st[s]:.0f}" if st[s] else "-"
+                        for s in ("features", "unet", "decode", "blend")
+                    ])  # fmt: skip
             del eng, comps
             torch.cuda.empty_cache()
     _table(f"MuseTalk {version} realtime loop on {name} (streamed 0.2 s chunks, {seconds:.0f} s "
            "of audio, blending included)", ["dtype", "compile", "batch", "frames/s",
                                              "peak GiB"], rows)  # fmt: skip
+    _table(f"per-stage frames/s on {name} (synchronised; blend per worker thread)",
+           ["dtype", "batch", "features", "unet", "decode", "blend"], stage_rows)  # fmt: skip
     _table(f"avatar preparation on {name} (crop, 2 VAE encodes, face parsing)",
            ["dtype", "compile", "frames/s"], prep_rows)  # fmt: skip
 

@@ -184,6 +184,7 @@ class MuseTalkEngine:
         self._silent_window: np.ndarray | None = None
         self._silent_cache: dict[bytes, np.ndarray] = {}
         self.stats: dict[str, float] = {}
+        self.profile = False
         self.reset_stats()
 
     # ------------------------------------------------------------------ models
@@ -217,7 +218,9 @@ class MuseTalkEngine:
         self.stats = {k: 0.0 for k in ("features", "unet", "decode", "blend", "frames")}
 
     def _sync(self) -> None:
-        if self.device.startswith("cuda"):
+        """Per-stage timing on CUDA needs a synchronisation, which stalls the pipeline: only
+        when ``profile`` is set (benchmarks); otherwise CUDA stage times are launch times."""
+        if self.profile and self.device.startswith("cuda"):
             import torch
 
             torch.cuda.synchronize()
