@@ -109,6 +109,8 @@ def test_v15_window_zero_pads_outside_the_clip(t: int, frame: int) -> None:
 def test_window_centre_follows_fps() -> None:
     assert list(AF.window_steps(3, 30.0, "v1")) == list(range(5 - 4, 5 + 6))  # int(3*50/30)=5
     assert list(AF.window_steps(10, 25.0, "v15")) == list(range(16, 26))
+    # v1.5 at 24 fps pads ceil(50/24) * 2 = 6 steps on the left: steps idx-6 … idx+3
+    assert list(AF.window_steps(12, 24.0, "v15")) == list(range(25 - 6, 25 + 4))
 
 
 def test_mel_filterbank_is_slaney_triangles() -> None:

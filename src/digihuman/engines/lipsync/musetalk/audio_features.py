@@ -372,9 +372,12 @@ def window_steps(frame: int, fps: float, version: str) -> np.ndarray:
     """The 10 raw step indices (maybe out of range) of video frame ``frame``'s audio window."""
     if version == "v1":
         centre = int(frame * STEPS_PER_SECOND / fps)
-    else:  # v1.5 uses an integer fps in its multiplier
-        centre = math.floor(frame * (STEPS_PER_SECOND / int(fps)))
-    return centre + np.arange(-WINDOW_LEFT, WINDOW_RIGHT)
+        return centre + np.arange(-WINDOW_LEFT, WINDOW_RIGHT)
+    # v1.5 uses an integer fps in its multiplier and pads 2 * ceil(50 / fps) zero steps on the
+    # left (4 at 25 fps and above, 6 at 24 fps) before taking 10 steps from the frame's index
+    mult = STEPS_PER_SECOND / int(fps)
+    left = 2 * math.ceil(mult)
+    return math.floor(frame * mult) + np.arange(-left, WINDOW_STEPS - left)
 
 
 def frame_windows(
