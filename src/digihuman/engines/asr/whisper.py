@@ -195,7 +195,7 @@ class WhisperASR:
         device: str = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 0,
-        beam_size: int = 5,
+        beam_size: int = 1,
         vad_filter: bool = True,
         detect_languages: tuple[str, ...] | list[str] = ("zh", "en"),
     ) -> None:
