@@ -23,6 +23,8 @@ def lipsync_kwargs(settings: Settings, name: str) -> dict[str, Any]:
             "parsing_mode": mt.parsing_mode,
             "compile": mt.compile,
             "seed": mt.seed,
+            "silence_db": mt.silence_db,
+            "blend_workers": mt.blend_workers,
             "face_index": ls.face_index,
         }
     if name == "lite":
