@@ -95,12 +95,13 @@ class DataRoot:
 
 
 @contextmanager
-def atomic_output(final: Path, suffix: str | None = None) -> Iterator[Path]:
+def atomic_output(final: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it over ``final`` only on success.
 
     A reader polling for ``final`` never sees a half-written file, and a failure leaves nothing
     that looks like a result.
     """
+    final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{final.stem}.", suffix=suffix or final.suffix or ".tmp", dir=final.parent

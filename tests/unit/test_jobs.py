@@ -5,11 +5,9 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from digihuman.api.security import RateLimiter
@@ -21,7 +19,7 @@ from digihuman.jobs.fetch import (
     fetch_to,
     host_allowed,
 )
-from digihuman.jobs.handlers import make_handler, write_wav
+from digihuman.jobs.handlers import make_handler
 from digihuman.jobs.queue import Keys, decode, encode, parse_record
 
 
@@ -120,15 +118,6 @@ def test_rate_limiter_token_bucket() -> None:
     time.sleep(0.12)
     assert rl.take("a") == 0.0
     assert RateLimiter(per_minute=0, burst=1).take("a") == 0.0  # off
-
-
-def test_write_wav_roundtrip(tmp_path: Path) -> None:
-    x = np.sin(np.linspace(0, 100, 22050)).astype(np.float32) * 0.5
-    write_wav(tmp_path / "a.wav", x, 22050)
-    with wave.open(str(tmp_path / "a.wav")) as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (22050, 1, 2)
-        y = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2") / 32767.0
-    assert np.max(np.abs(y - x)) < 1e-3
 
 
 def test_stub_kinds_and_unknown_kind(tmp_path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from digihuman.config import Settings
 from digihuman.errors import DigihumanError, InputError
 from digihuman.jobs.fetch import TooLarge, fetch_to
 from digihuman.jobs.worker import Handler, JobContext
+from digihuman.media.audio import save_wav
 from digihuman.storage import DataRoot, atomic_output
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,6 @@ def _clean_stale(final: Path) -> None:
                 p.unlink(missing_ok=True)
         except OSError:
             pass
-
-
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    """16-bit PCM mono WAV."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(int(sample_rate))
-        w.writeframes(pcm.tobytes())
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,8 +84,7 @@ def make_tts(settings: Settings) -> Handler:
             rate = int(chunk.sample_rate)
             parts.append(np.asarray(chunk.samples, dtype=np.float32))
         audio = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        with atomic_output(final) as tmp:
-            write_wav(tmp, audio, rate)
+        save_wav(final, audio, rate)  # atomic: a polling client never sees half a file
         return {"path": rel, "duration": round(len(audio) / rate, 3), "sample_rate": rate}
 
     return handle

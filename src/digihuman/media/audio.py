@@ -15,7 +15,8 @@ import wave
 import numpy as np
 
 from digihuman.errors import InputError
-from digihuman.media._files import atomic_output, existing_file
+from digihuman.media._files import existing_file
+from digihuman.storage import atomic_output
 from digihuman.types import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
