@@ -109,3 +109,28 @@ def load_or_refresh(
         )
     log.warning("avatar %s is stale (%s): preparing it again", avatar_id, "; ".join(reasons))
     return prepare_and_store(store, avatar_id, engine, source, fps=fps, progress=progress), reasons
+
+
+def obtain(
+    store: AvatarStore,
+    engine: LipSyncEngine,
+    *,
+    source: Path | None,
+    avatar_id: str | None,
+    fps: float,
+    progress: Progress = no_progress,
+) -> tuple[PreparedAvatar, list[str]]:
+    """The prepared avatar a render asks for, and why it was re-prepared (if it was).
+
+    * ``avatar_id`` alone: the cached avatar, refreshed from its recorded source when stale;
+    * ``source`` and ``avatar_id``: prepare ``source`` and store it under ``avatar_id``;
+    * ``source`` alone: prepare it in memory, nothing cached.
+    """
+    if source is None and avatar_id is None:
+        raise InputError("give an avatar source (image or video) or a prepared avatar id")
+    if source is None:
+        assert avatar_id is not None
+        return load_or_refresh(store, avatar_id, engine, fps=fps, progress=progress)
+    if avatar_id is not None:
+        return prepare_and_store(store, avatar_id, engine, source, fps=fps, progress=progress), []
+    return prepare(engine, source, fps=fps, progress=progress), []

@@ -110,7 +110,7 @@ def run_render(
     language: str | None = None,
     progress: Progress | None = None,
 ) -> Path:
-    from digihuman.avatar.prepare import load_or_refresh, prepare, prepare_and_store
+    from digihuman.avatar.prepare import obtain
     from digihuman.avatar.store import AvatarStore
     from digihuman.media.audio import load_audio
     from digihuman.pipeline.engines import create_lipsync
@@ -140,22 +140,17 @@ def run_render(
         audio_name = "tts-" + hashlib.sha256(text.encode()).hexdigest()[:8]
 
     engine = create_lipsync(settings)
-    fps = engine.capabilities.fps
-    prep_cb = _phase(progress, "prepare")
-    if avatar_id is not None and avatar is None:
-        prepared, reasons = load_or_refresh(store, avatar_id, engine, fps=fps, progress=prep_cb)
-        if reasons:
-            typer.echo(
-                f"avatar {avatar_id} was stale ({'; '.join(reasons)}); re-prepared", err=True
-            )
-        input_name = avatar_id
-    elif avatar_id is not None and avatar is not None:
-        prepared = prepare_and_store(store, avatar_id, engine, avatar, fps=fps, progress=prep_cb)
-        input_name = avatar_id
-    else:
-        assert avatar is not None
-        prepared = prepare(engine, avatar, fps=fps, progress=prep_cb)
-        input_name = avatar.name
+    prepared, reasons = obtain(
+        store,
+        engine,
+        source=avatar,
+        avatar_id=avatar_id,
+        fps=engine.capabilities.fps,
+        progress=_phase(progress, "prepare"),
+    )
+    if reasons:
+        typer.echo(f"avatar {avatar_id} was stale ({'; '.join(reasons)}); re-prepared", err=True)
+    input_name = avatar_id or (avatar.name if avatar else "avatar")
 
     if output is None:
         output = root.output / f"{default_output_name(input_name, audio_name)}.mp4"

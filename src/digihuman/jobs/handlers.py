@@ -163,16 +163,14 @@ def make_render(settings: Settings) -> Handler:
 
     Payload: ``{"source": "data/me.jpg", "audio": "tests/<id>.wav", "avatar_id"?: str,
     "save_frames"?: bool}``. The lip-sync engine is built once per worker; the output is
-    ``results/output/<job id>.mp4`` (renamed into place by the pipeline when complete). A
-    ``digihuman.pipeline.render.render_job`` function, when the pipeline provides one, is used
-    instead (same payload).
+    ``results/output/<job id>.mp4`` (renamed into place by the pipeline when complete).
     """
     from digihuman.pipeline.engines import create_lipsync
 
     engine = create_lipsync(settings)
 
     def handle(ctx: JobContext) -> dict[str, Any]:
-        from digihuman.avatar.prepare import load_or_refresh, prepare, prepare_and_store
+        from digihuman.avatar.prepare import obtain
         from digihuman.avatar.store import AvatarStore
         from digihuman.media.audio import load_audio
         from digihuman.pipeline import render as pipeline
@@ -182,9 +180,6 @@ def make_render(settings: Settings) -> Handler:
         rel = root.relative(final)
         if final.exists():  # a previous attempt finished
             return {"path": rel}
-        job_fn = getattr(pipeline, "render_job", None)
-        if job_fn is not None:
-            return dict(job_fn(settings, ctx.payload, job_id=ctx.job_id, progress=ctx.progress))
         p = ctx.payload
         source = str(p.get("source") or "")
         avatar_id = p.get("avatar_id")
@@ -194,7 +189,6 @@ def make_render(settings: Settings) -> Handler:
             raise TooLarge(
                 f"audio is {seconds:.0f} s long; the limit is {settings.api.max_audio_seconds} s"
             )
-        fps = engine.capabilities.fps
 
         def prep_cb(f: float, m: str) -> None:
             ctx.progress(0.3 * f, f"prepare: {m}")
@@ -202,18 +196,14 @@ def make_render(settings: Settings) -> Handler:
         def render_cb(f: float, m: str) -> None:
             ctx.progress(0.3 + 0.7 * f, f"render: {m}")
 
-        if avatar_id and not source:
-            store = AvatarStore(root.avatars)
-            prepared, _ = load_or_refresh(store, str(avatar_id), engine, fps=fps, progress=prep_cb)
-        elif avatar_id:
-            store = AvatarStore(root.avatars)
-            src = root.resolve(source, must_exist=True)
-            prepared = prepare_and_store(
-                store, str(avatar_id), engine, src, fps=fps, progress=prep_cb
-            )
-        else:
-            src = root.resolve(source, must_exist=True)
-            prepared = prepare(engine, src, fps=fps, progress=prep_cb)
+        prepared, _ = obtain(
+            AvatarStore(root.avatars),
+            engine,
+            source=root.resolve(source, must_exist=True) if source else None,
+            avatar_id=str(avatar_id) if avatar_id else None,
+            fps=engine.capabilities.fps,
+            progress=prep_cb,
+        )
         result = pipeline.render(
             engine,
             prepared,
