@@ -52,5 +52,5 @@ def missing_extra(package: str, extra: str) -> MissingDependencyError:
     """The standard error for an optional import that failed."""
     return MissingDependencyError(
         f"{package} is not installed; install the '{extra}' extra: "
-        f"pip install 'digihuman[{extra}]' (or run 'make demo', which installs everything)"
+        f".venv/bin/pip install -e '.[{extra}]' in a checkout, or pip install 'digihuman[{extra}]'"
     )
