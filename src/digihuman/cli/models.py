@@ -1,4 +1,8 @@
-"""``digihuman models download`` and ``digihuman models verify`` (MuseTalk weights)."""
+"""``digihuman models download`` and ``digihuman models verify``.
+
+MuseTalk weights go to ``<data root>/models`` in the official layout; ``--whisper NAME`` and
+``--funasr`` fetch the larger speech models where the ASR settings look for them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import typer
 
 from digihuman.cli import app
 
-models_app = typer.Typer(help="Fetch and check the MuseTalk weights (official layout).",
+models_app = typer.Typer(help="Fetch and check model weights (MuseTalk, whisper, FunASR).",
                          no_args_is_help=True)  # fmt: skip
 app.add_typer(models_app, name="models")
 
@@ -24,12 +28,26 @@ def _models_dir(models_dir: Path | None) -> Path:
 
 @models_app.command("download")
 def download(
-    version: str = typer.Option("v1", "--version", help="MuseTalk version: v1 | v15 | all."),
+    version: str | None = typer.Option(
+        None, "--version", help="MuseTalk version: v1 | v15 | all (default v1)."
+    ),
     models_dir: Path | None = typer.Option(None, "--models-dir", help="Default: <data>/models."),
     optional: bool = typer.Option(False, "--optional", help="Also fetch dwpose (unused)."),
     timeout: float = typer.Option(10.0, "--timeout", help="Network timeout per request (s)."),
+    whisper: str | None = typer.Option(
+        None, "--whisper", help="Also a faster-whisper model: small | medium | large-v3 | ..."
+    ),
+    funasr: bool = typer.Option(False, "--funasr", help="Also FunASR paraformer-zh (+vad, punc)."),
 ) -> None:
-    """Fetch missing files (resumable), record their SHA-256 in models/manifest.json."""
+    """Fetch missing files (resumable), record their SHA-256 in models/manifest.json.
+
+    With only ``--whisper`` / ``--funasr`` no MuseTalk file is fetched.
+    """
+    if whisper or funasr:
+        _download_speech(whisper, funasr, timeout)
+        if version is None:
+            return
+    version = version or "v1"
     from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
     from digihuman.engines.lipsync.musetalk import weights as W
@@ -54,6 +72,24 @@ def download(
     if failed:
         typer.echo("some files failed; run the command again to resume", err=True)
         raise typer.Exit(1)
+
+
+def _download_speech(whisper: str | None, funasr: bool, timeout: float) -> None:
+    from digihuman.config import load_settings
+
+    asr = load_settings().asr
+    if whisper:
+        from digihuman.engines.asr import download_whisper
+        from digihuman.engines.asr.whisper import default_model_dir
+
+        root = Path(asr.model_dir) if asr.model_dir else default_model_dir()
+        dest = download_whisper(whisper, root / whisper, timeout_s=timeout)
+        typer.echo(f"whisper {whisper}: {dest}  (use it: DIGIHUMAN_ASR__MODEL={whisper})")
+    if funasr:
+        from digihuman.engines.asr.funasr import default_funasr_dir, download_funasr
+
+        dest = download_funasr(default_funasr_dir())
+        typer.echo(f"funasr: {dest}  (use it: DIGIHUMAN_ASR__ENGINE=funasr)")
 
 
 @models_app.command("verify")

@@ -83,9 +83,11 @@ def download_funasr(dest: str | os.PathLike[str], *, endpoint: str | None = None
         import huggingface_hub
     except ImportError as exc:
         raise missing_extra("huggingface_hub", "speech") from exc
+    from huggingface_hub import constants as hf_constants
+
     from .whisper import _reachable
 
-    hub = endpoint or huggingface_hub.constants.ENDPOINT
+    hub = endpoint or hf_constants.ENDPOINT
     if not _reachable(hub, 5.0):
         from digihuman.errors import DigihumanError
 

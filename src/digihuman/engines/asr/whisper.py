@@ -153,7 +153,9 @@ def download_whisper(
         import huggingface_hub
     except ImportError as exc:
         raise missing_extra("huggingface_hub", "speech") from exc
-    hub = endpoint or huggingface_hub.constants.ENDPOINT
+    from huggingface_hub import constants as hf_constants
+
+    hub = endpoint or hf_constants.ENDPOINT
     if not _reachable(hub, timeout_s):
         raise DigihumanError(
             f"cannot reach {hub} to download whisper model {name!r} (no network?); copy a "
