@@ -26,6 +26,12 @@ class NotFoundError(DigihumanError):
     http_status = 404
 
 
+class TooLarge(DigihumanError):
+    """An input over a configured size limit (text length, body, audio duration)."""
+
+    http_status = 413
+
+
 class PathOutsideDataRoot(DigihumanError):
     """A user-supplied path tried to leave the data root."""
 

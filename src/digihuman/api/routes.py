@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 
 from digihuman.api.service import Service
 from digihuman.config import Settings
-from digihuman.errors import DigihumanError, InputError, NotFoundError
-from digihuman.jobs.fetch import TooLarge, check_url
+from digihuman.errors import DigihumanError, InputError, NotFoundError, TooLarge
+from digihuman.jobs.fetch import check_url
 from digihuman.jobs.handlers import ArrivesLater
 from digihuman.jobs.queue import JobRecord
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from digihuman.errors import DigihumanError
+from digihuman.errors import DigihumanError, TooLarge
 from digihuman.storage import atomic_output
 
 
@@ -25,12 +25,6 @@ class UrlRefused(DigihumanError):
     """A URL the service will not fetch."""
 
     http_status = 400
-
-
-class TooLarge(DigihumanError):
-    """An input over a configured size limit."""
-
-    http_status = 413
 
 
 class FetchFailed(DigihumanError):

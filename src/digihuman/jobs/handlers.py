@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from digihuman.config import Settings
-from digihuman.errors import DigihumanError, InputError
-from digihuman.jobs.fetch import TooLarge, fetch_to
+from digihuman.errors import DigihumanError, InputError, TooLarge
+from digihuman.jobs.fetch import fetch_to
 from digihuman.jobs.worker import Handler, JobContext
 from digihuman.media.audio import save_wav
 from digihuman.storage import DataRoot, atomic_output
