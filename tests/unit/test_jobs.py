@@ -135,3 +135,23 @@ def test_stub_kinds_and_unknown_kind(tmp_path: Path) -> None:
         make_handler("stream", s)(ctx)
     with pytest.raises(InputError, match="unknown job kind"):
         make_handler("nope", s)
+
+
+def test_adaptive_prefetch_only_while_jobs_are_tiny(tmp_path: Path) -> None:
+    from digihuman.config import JobSettings
+    from digihuman.jobs.worker import FAST_PREFETCH, Worker
+    from digihuman.storage import DataRoot
+
+    class _Client:  # construction only registers the start script
+        def register_script(self, script: str) -> None:
+            return None
+
+    w = Worker(_Client(), Keys("t:"), "tts", lambda ctx: {}, data_root=DataRoot(tmp_path),
+               settings=JobSettings())  # fmt: skip
+    assert w._read_count() == 1  # nothing known yet: one at a time
+    for _ in range(5):
+        w._observe(0.0005)
+    assert w._read_count() == FAST_PREFETCH
+    for _ in range(10):
+        w._observe(2.0)  # real work: back to one job per read so idle workers get the rest
+    assert w._read_count() == 1
