@@ -200,22 +200,26 @@ class WhisperEncoder(nn.Module):
         return torch.stack(hidden, dim=2)
 
 
+HF_TO_OPENAI_BLOCK_KEYS = {
+    "self_attn.q_proj": "attn.query",
+    "self_attn.k_proj": "attn.key",
+    "self_attn.v_proj": "attn.value",
+    "self_attn.out_proj": "attn.out",
+    "self_attn_layer_norm": "attn_ln",
+    "fc1": "mlp.0",
+    "fc2": "mlp.2",
+    "final_layer_norm": "mlp_ln",
+}
+"""Per-block key names: Hugging Face Whisper encoder layer → openai-whisper residual block."""
+
+
 def hf_to_openai_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename a Hugging Face Whisper checkpoint's encoder keys to openai-whisper's names.
 
     Decoder keys (``decoder.*``, ``proj_out.*``) are dropped: MuseTalk uses only the encoder.
     """
     out: dict[str, torch.Tensor] = {}
-    rename = {
-        "self_attn.q_proj": "attn.query",
-        "self_attn.k_proj": "attn.key",
-        "self_attn.v_proj": "attn.value",
-        "self_attn.out_proj": "attn.out",
-        "self_attn_layer_norm": "attn_ln",
-        "fc1": "mlp.0",
-        "fc2": "mlp.2",
-        "final_layer_norm": "mlp_ln",
-    }
+    rename = HF_TO_OPENAI_BLOCK_KEYS
     for key, value in state.items():
         k = key.removeprefix("model.")
         if not k.startswith("encoder."):

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from digihuman.engines.lipsync.musetalk.audio_features import HF_TO_OPENAI_BLOCK_KEYS
+
 # musetalk/musetalk.json and musetalkV15/musetalk.json (identical architectures)
 UNET_CONFIG: dict[str, Any] = {
     "_class_name": "UNet2DConditionModel",
@@ -168,12 +170,7 @@ def _whisper_decoder_state(dims: dict[str, int], g: torch.Generator) -> dict[str
 
 def openai_to_hf_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of :func:`.audio_features.hf_to_openai_keys` (encoder), ``model.`` prefix."""
-    rename = {
-        "attn.query": "self_attn.q_proj", "attn.key": "self_attn.k_proj",
-        "attn.value": "self_attn.v_proj", "attn.out": "self_attn.out_proj",
-        "attn_ln": "self_attn_layer_norm", "mlp.0": "fc1", "mlp.2": "fc2",
-        "mlp_ln": "final_layer_norm",
-    }  # fmt: skip
+    rename = {new: old for old, new in HF_TO_OPENAI_BLOCK_KEYS.items()}
     out = {}
     for k, v in state.items():
         if k == "positional_embedding":
