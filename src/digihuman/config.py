@@ -127,6 +127,13 @@ class JobSettings(BaseModel):
     prefetch: int = 1  # jobs read per round trip per worker thread (raise for tiny jobs)
     shutdown_grace_s: float = 30.0  # SIGTERM: finish running jobs this long, then hand back
     kinds: list[str] = Field(default_factory=lambda: ["tts", "asr", "bqfk", "render", "stream"])
+    # Overload protection: at most this many jobs waiting (not yet finished) per kind; past it the
+    # API answers 503 + Retry-After. A kind not listed uses ``max_queued_default``; 0: unbounded.
+    max_queued: dict[str, int] = Field(
+        default_factory=lambda: {"tts": 2000, "asr": 500, "bqfk": 500, "render": 200, "stream": 200}
+    )
+    max_queued_default: int = 1000
+    queue_full_retry_after_s: float = 5.0
 
 
 class Settings(BaseSettings):

@@ -32,6 +32,21 @@ class TooLarge(DigihumanError):
     http_status = 413
 
 
+class QueueFull(DigihumanError):
+    """A job kind's queue holds its configured maximum; the client should retry later.
+
+    The API answers 503 with ``Retry-After: retry_after_s``; nothing already accepted is touched.
+    """
+
+    http_status = 503
+
+    def __init__(self, message: str, *, kind: str, limit: int, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+
+
 class PathOutsideDataRoot(DigihumanError):
     """A user-supplied path tried to leave the data root."""
 
