@@ -136,6 +136,37 @@ class JobSettings(BaseModel):
     queue_full_retry_after_s: float = 5.0
 
 
+class QuestionsSettings(BaseModel):
+    """Interview questions. ``engine``: bank (offline, the bundled bilingual bank) | openai (an
+    OpenAI-compatible chat endpoint) | dify (Dify chat-messages) | fake. Network engines fall back
+    to the bank when the service fails, times out or answers JSON that fails the schema."""
+
+    engine: str = "bank"
+    max_count: int = 20  # /create/zbjv2 ?count= is bounded 1..max_count
+    timeout_s: float = 20.0  # per HTTP attempt
+    retries: int = 1  # extra attempts after a failed/malformed answer, then the bank
+    temperature: float = 0.7
+    openai_base_url: str | None = None  # e.g. http://127.0.0.1:8000/v1
+    openai_model: str = "gpt-4o-mini"
+    openai_api_key: SecretStr | None = None
+    openai_json_mode: bool = True  # send response_format={"type": "json_object"}
+    dify_base_url: str | None = None  # e.g. https://api.dify.ai/v1
+    dify_api_key: SecretStr | None = None
+
+
+class RoomsSettings(BaseModel):
+    """Interview rooms. The database is SQLite under the data root unless ``database_url``
+    (top-level shortcut ``DIGIHUMAN_DATABASE_URL``) names another, e.g.
+    ``postgresql+psycopg://user@host/db``."""
+
+    database_url: str | None = None  # None: sqlite:///<data_dir>/rooms.db
+    inactivity_timeout_s: float = 360.0  # the seed closed a room after 6 idle minutes
+    avatar: str | None = None  # data-root path of the clips' portrait; None: the bundled one
+    clips: bool = True  # per question: a TTS job, then a render job
+    tick_s: float = 1.0  # the clip conductor's longest wait between checks
+    sweep_interval_s: float = 10.0  # how often idle rooms are closed
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIGIHUMAN_",
@@ -146,6 +177,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data-root")
     redis_url: str | None = None  # shortcut for redis.url
     api_key: SecretStr | None = None  # shortcut for api.api_key
+    database_url: str | None = None  # shortcut for rooms.database_url
     log_level: str = "INFO"
 
     lipsync: LipSyncSettings = Field(default_factory=LipSyncSettings)
@@ -155,12 +187,16 @@ class Settings(BaseSettings):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     jobs: JobSettings = Field(default_factory=JobSettings)
+    questions: QuestionsSettings = Field(default_factory=QuestionsSettings)
+    rooms: RoomsSettings = Field(default_factory=RoomsSettings)
 
     def model_post_init(self, __context: object) -> None:
         if self.redis_url:
             self.redis.url = self.redis_url
         if self.api_key is not None:
             self.api.api_key = self.api_key
+        if self.database_url:
+            self.rooms.database_url = self.database_url
 
     @property
     def models_dir(self) -> Path:
