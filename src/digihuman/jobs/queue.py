@@ -2,7 +2,7 @@
 
 Layout (``P`` is ``RedisSettings.key_prefix``)::
 
-    P jobs:<kind>      stream of jobs of one kind; consumer group "workers"
+    P jobs:<kind>      stream of the jobs of one kind not yet finished; consumer group "workers"
     P dead:<kind>      dead-letter stream (job id, kind, payload, error, attempts)
     P job:<id>         hash: the job record (status, progress, message, result, error, attempts)
     P result:<id>      tiny stream with one entry when the job ends (waiters XREAD it, blocking)
@@ -11,6 +11,10 @@ Layout (``P`` is ``RedisSettings.key_prefix``)::
 Everything on the wire is JSON text, never pickle. Delivery is at-least-once: a job whose worker
 goes silent is taken over by another worker, so handlers are idempotent (output named by job id,
 written by atomic rename). Job records and result streams expire after ``record_ttl_s``.
+
+Bounded queues: an enqueue with ``max_queued`` (see :func:`max_queued_for`) is refused with
+:class:`~digihuman.errors.QueueFull` when the kind's stream already holds that many jobs (the
+check and the add are one script).
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from digihuman.config import RedisSettings
+from digihuman.config import JobSettings, RedisSettings
+from digihuman.errors import QueueFull
 
 GROUP = "workers"
 TERMINAL = frozenset({"done", "failed", "dead"})
@@ -119,28 +124,74 @@ def parse_record(fields: dict[str, str], job_id: str) -> JobRecord | None:
     )
 
 
+# Create a job unless its kind's queue is full; one script, so the check and the add are atomic.
+# The stream holds exactly the jobs not yet finished (a finished entry is acknowledged and deleted
+# in the same step; a retry or hand-back adds the new entry and deletes the old one together), so
+# XLEN is the open-job count and stays right under retries, reclaim and Redis restarts.
+# A job id that already has a record is not added again (a producer re-sending after a timeout).
+# KEYS: stream, record; ARGV: job id, payload, now, ttl, max queued (0: unbounded), kind.
+# Returns {1, depth before} when added, {2, depth} when the id existed, {0, depth} when full.
+ENQUEUE_LUA = """
+local n = redis.call('XLEN', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then return {2, n} end
+local limit = tonumber(ARGV[5])
+if limit > 0 and n >= limit then return {0, n} end
+redis.call('HSET', KEYS[2], 'kind', ARGV[6], 'status', 'queued', 'progress', '0',
+           'message', 'queued', 'attempts', '0', 'payload', ARGV[2],
+           'created', ARGV[3], 'updated', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'data', ARGV[2], 't', ARGV[3])
+return {1, n}
+"""
+
+
+def max_queued_for(cfg: JobSettings, kind: str) -> int:
+    """The configured bound on open (not yet finished) jobs of ``kind``; 0: unbounded."""
+    return int(cfg.max_queued.get(kind, cfg.max_queued_default))
+
+
 def queue_enqueue(
-    pipe: Any, keys: Keys, kind: str, payload: dict[str, Any], job_id: str, ttl_s: int
+    pipe: Any,
+    keys: Keys,
+    kind: str,
+    payload: dict[str, Any],
+    job_id: str,
+    ttl_s: int,
+    *,
+    max_queued: int = 0,
 ) -> None:
-    """Buffer the commands that create a job on a (sync or async) transaction pipeline."""
-    now = time.time()
-    data = encode(payload)
-    rec = keys.record(job_id)
-    pipe.hset(
-        rec,
-        mapping={
-            "kind": kind,
-            "status": "queued",
-            "progress": "0",
-            "message": "queued",
-            "attempts": "0",
-            "payload": data,
-            "created": f"{now:.6f}",
-            "updated": f"{now:.6f}",
-        },
+    """Buffer the script that creates a job on a (sync or async) pipeline.
+
+    Its reply (one item of ``pipe.execute()``) goes to :func:`check_enqueued`, which raises
+    :class:`~digihuman.errors.QueueFull` when the kind already holds ``max_queued`` open jobs.
+    """
+    now = f"{time.time():.6f}"
+    pipe.eval(
+        ENQUEUE_LUA,
+        2,
+        keys.stream(kind),
+        keys.record(job_id),
+        job_id,
+        encode(payload),
+        now,
+        int(ttl_s),
+        max(0, int(max_queued)),
+        kind,
     )
-    pipe.expire(rec, ttl_s)
-    pipe.xadd(keys.stream(kind), {"id": job_id, "data": data, "t": f"{now:.6f}"})
+
+
+def check_enqueued(reply: Any, *, kind: str, max_queued: int, retry_after_s: float) -> bool:
+    """Raise ``QueueFull`` for a refused enqueue; True when added, False when the id existed."""
+    code, depth = int(reply[0]), int(reply[1])
+    if code == 0:
+        raise QueueFull(
+            f"the {kind} queue is full ({depth} jobs not yet finished, limit {max_queued}); "
+            f"retry in {retry_after_s:g} s",
+            kind=kind,
+            limit=max_queued,
+            retry_after_s=retry_after_s,
+        )
+    return code == 1
 
 
 def redis_kwargs(settings: RedisSettings, *, socket_timeout: float | None = None) -> dict[str, Any]:
@@ -190,14 +241,25 @@ class JobQueue:
         self.keys = keys
         self.ttl_s = ttl_s
 
-    def enqueue(self, kind: str, payload: dict[str, Any], job_id: str | None = None) -> str:
+    def enqueue(
+        self,
+        kind: str,
+        payload: dict[str, Any],
+        job_id: str | None = None,
+        *,
+        max_queued: int = 0,
+        retry_after_s: float = 5.0,
+    ) -> str:
+        """Add one job; raises ``QueueFull`` when ``kind`` holds ``max_queued`` open jobs."""
         job_id = job_id or new_job_id()
-        pipe = self.r.pipeline(transaction=True)
-        queue_enqueue(pipe, self.keys, kind, payload, job_id, self.ttl_s)
-        pipe.execute()
+        pipe = self.r.pipeline(transaction=False)
+        queue_enqueue(pipe, self.keys, kind, payload, job_id, self.ttl_s, max_queued=max_queued)
+        (reply,) = pipe.execute()
+        check_enqueued(reply, kind=kind, max_queued=max_queued, retry_after_s=retry_after_s)
         return job_id
 
     def enqueue_many(self, kind: str, payloads: list[dict[str, Any]]) -> list[str]:
+        """Add jobs in one round trip, unbounded (benches, tools)."""
         ids = [new_job_id() for _ in payloads]
         pipe = self.r.pipeline(transaction=False)
         for job_id, payload in zip(ids, payloads, strict=True):
