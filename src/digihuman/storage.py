@@ -14,7 +14,7 @@ Layout (the seed system's, under one configurable root)::
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
@@ -99,18 +99,46 @@ def atomic_output(final: str | os.PathLike[str], suffix: str | None = None) -> I
     """Yield a temporary path beside ``final``; rename it over ``final`` only on success.
 
     A reader polling for ``final`` never sees a half-written file, and a failure leaves nothing
-    that looks like a result.
+    that looks like a result. The temporary file is named ``.<stem>.<8 random chars><suffix>``
+    and created with mode ``0o666`` minus the umask, exactly as ``open(final, "w")`` would be
+    (``mkstemp``'s 0600 would make outputs on a shared data root unreadable to other users).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{final.stem}.", suffix=suffix or final.suffix or ".tmp", dir=final.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _create_exclusive(final.parent, f".{final.stem}.", suffix or final.suffix or ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _random_name(prefix: str, suffix: str = "") -> str:
+    return f"{prefix}{secrets.token_hex(4)}{suffix}"
+
+
+def _create_exclusive(folder: Path, prefix: str, suffix: str) -> Path:
+    """Create a new empty file ``folder/<prefix><random><suffix>`` (mode 0o666 & ~umask)."""
+    for _ in range(100):
+        path = folder / _random_name(prefix, suffix)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return path
+    raise FileExistsError(f"cannot create a temporary file in {folder}")  # pragma: no cover
+
+
+def make_unique_dir(folder: Path, prefix: str) -> Path:
+    """Create a new folder ``folder/<prefix><random>`` with mode 0o777 & ~umask (what
+    ``mkdir`` gives; ``tempfile.mkdtemp`` would make it 0700)."""
+    for _ in range(100):
+        path = folder / _random_name(prefix)
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"cannot create a temporary folder in {folder}")  # pragma: no cover

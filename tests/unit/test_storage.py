@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from digihuman.errors import NotFoundError, PathOutsideDataRoot
-from digihuman.storage import SEED_DIRS, DataRoot, atomic_output
+from digihuman.storage import SEED_DIRS, DataRoot, atomic_output, make_unique_dir
 
 
 @pytest.fixture
@@ -76,3 +78,37 @@ def test_atomic_output_success_and_failure(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     assert not final2.exists()
     assert sorted(p.name for p in final.parent.iterdir()) == ["a.mp4"]
+
+
+@pytest.fixture
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    mask: int = request.param
+    old = os.umask(mask)
+    try:
+        yield mask
+    finally:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], indirect=True)
+def test_atomic_output_honours_the_umask(tmp_path: Path, umask: int) -> None:
+    """An output gets the mode a plain open() would give (mkstemp's 0600 did not)."""
+    final = tmp_path / "out" / "a.mp4"
+    with atomic_output(final) as tmp:
+        tmp.write_bytes(b"ok")
+    plain = tmp_path / "out" / "plain.mp4"
+    plain.write_bytes(b"ok")
+    expected = 0o666 & ~umask
+    assert stat.S_IMODE(plain.stat().st_mode) == expected
+    assert stat.S_IMODE(final.stat().st_mode) == expected
+    # a failed write still leaves nothing behind
+    with pytest.raises(RuntimeError), atomic_output(tmp_path / "out" / "b.mp4") as tmp:
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in final.parent.iterdir()) == ["a.mp4", "plain.mp4"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002], indirect=True)
+def test_make_unique_dir_honours_the_umask(tmp_path: Path, umask: int) -> None:
+    a, b = make_unique_dir(tmp_path, ".x."), make_unique_dir(tmp_path, ".x.")
+    assert a != b and a.name.startswith(".x.")
+    assert stat.S_IMODE(a.stat().st_mode) == 0o777 & ~umask
