@@ -83,10 +83,15 @@ class MuseTalkVAE:
 
     @staticmethod
     def preprocess(crops: np.ndarray, *, half_mask: bool) -> torch.Tensor:
-        """(B, 256, 256, 3) uint8 RGB → (B, 3, 256, 256) float32 in [-1, 1]."""
-        x = torch.from_numpy(np.asarray(crops, np.float64) / 255.0).float().permute(0, 3, 1, 2)
+        """(B, 256, 256, 3) uint8 RGB → (B, 3, 256, 256) float32 in [-1, 1], contiguous.
+
+        Contiguous (NCHW in memory) as the official ``torch.FloatTensor(np.transpose(...))``
+        makes it: a permuted view stays channels-last in memory, and the CPU convolutions then
+        take another kernel (latents differ by ~1e-7 instead of being bit-equal).
+        """
+        x = torch.from_numpy(np.asarray(crops, np.float64) / 255.0).float()
+        x = x.permute(0, 3, 1, 2).contiguous()
         if half_mask:
-            x = x.clone()
             x[:, :, x.shape[2] // 2 :, :] = 0.0
         return (x - 0.5) / 0.5
 
@@ -110,8 +115,12 @@ class MuseTalkVAE:
 
     @torch.inference_mode()
     def decode_tensor(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents → (B, 256, 256, 3) uint8 RGB on the model's device (no host copy)."""
-        z = latents.to(self.device, self.dtype) / self.scaling_factor
+        """Latents → (B, 256, 256, 3) uint8 RGB on the model's device (no host copy).
+
+        ``(1 / scale) * latents`` as the official ``decode_latents``: ``latents / scale``
+        rounds differently (one grey level on ~0.8 % of the pixels).
+        """
+        z = (1 / self.scaling_factor) * latents.to(self.device, self.dtype)
         img = self.vae.decode(z).sample
         img = (img / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float()
         return (img * 255).round().to(torch.uint8)
