@@ -18,7 +18,7 @@ import numpy as np
 
 from digihuman.config import Settings
 from digihuman.errors import DigihumanError, InputError, TooLarge
-from digihuman.jobs.fetch import fetch_to
+from digihuman.jobs.fetch import fetch_to, is_url
 from digihuman.jobs.worker import Handler, JobContext
 from digihuman.media.audio import save_wav
 from digihuman.storage import DataRoot, atomic_output
@@ -110,7 +110,7 @@ def make_asr(settings: Settings) -> Handler:
 
         source = str(ctx.payload.get("source") or "")
         tmp: Path | None = None
-        if source.startswith(("http://", "https://")):
+        if is_url(source):  # any scheme, any case: fetched or refused as a URL
             tmp = ctx.data_root.tests / f".fetch-{ctx.job_id}"
             fetch_to(
                 source,
