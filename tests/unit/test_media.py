@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digihuman.errors import InputError, NotFoundError
+from digihuman.errors import InputError, NotFoundError, TooLarge
 from digihuman.media.audio import load_audio, resample, save_wav, slice_audio
 from digihuman.media.video import (
     VideoWriter,
@@ -106,6 +106,21 @@ def test_image_is_not_audio(tmp_path: Path) -> None:
     Image.new("RGB", (16, 16)).save(tmp_path / "i.png")
     with pytest.raises(InputError, match="no audio track"):
         load_audio(tmp_path / "i.png")
+
+
+def test_max_seconds_stops_decoding_with_too_large(tmp_path: Path) -> None:
+    save_wav(tmp_path / "a.wav", tone(3.0), SR)
+    assert len(load_audio(tmp_path / "a.wav", max_seconds=3.0)) == 3 * SR  # at the limit: fine
+    with pytest.raises(TooLarge, match=r"a\.wav is longer than the 2\.5 s limit"):
+        load_audio(tmp_path / "a.wav", max_seconds=2.5)
+    # counted before resampling: 1 s at 8 kHz is 1 s, whatever the output rate
+    save_wav(tmp_path / "b.wav", tone(1.0, 8000), 8000)
+    assert len(load_audio(tmp_path / "b.wav", 48000, max_seconds=1.0)) == 48000
+    # a header claiming 1 Hz: 4,000 samples are 4,000 s, refused before the resampler
+    # would expand them 16,000 times
+    save_wav(tmp_path / "c.wav", np.zeros(4000, np.float32), 1)
+    with pytest.raises(TooLarge):
+        load_audio(tmp_path / "c.wav", max_seconds=600)
 
 
 def test_resample_and_slice() -> None:

@@ -15,6 +15,11 @@ from digihuman.errors import InputError, NoFaceError, NotFoundError
 log = logging.getLogger(__name__)
 
 MAX_SOURCE_SECONDS = 120.0
+"""A video (or a folder of images, at 25 fps) longer than this is cut here."""
+MAX_SOURCE_BYTES = 2 << 30
+"""Decoded RGB frames a source may take (2 GiB: ~31 s of 720p or ~14 s of 1080p at 25 fps);
+a source past it is cut there. Together with MAX_SOURCE_SECONDS this bounds the memory of a
+preparation by construction: decoding stops at the bound, whatever the file declares."""
 
 
 def resample_frames(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
@@ -28,22 +33,72 @@ def resample_frames(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.nd
     return frames[idx]
 
 
-def load_source(source: Path, fps: float) -> tuple[np.ndarray, str]:
-    """Read a source into frames at ``fps`` (a still gives one frame)."""
-    from digihuman.media.video import read_source
+def load_source(
+    source: Path,
+    fps: float,
+    *,
+    max_seconds: float | None = None,
+    max_bytes: int | None = None,
+) -> tuple[np.ndarray, str]:
+    """Read a source into frames at ``fps`` (a still gives one frame).
+
+    A video is decoded frame by frame straight into its frames at ``fps`` and decoding stops
+    at ``max_seconds`` (default :data:`MAX_SOURCE_SECONDS`) or when the frames fill
+    ``max_bytes`` (default :data:`MAX_SOURCE_BYTES`), with a warning: a tiny file of many
+    large frames cannot expand past the bound.
+    """
+    from digihuman.media.video import read_source, source_kind
 
     if not source.exists():
         raise NotFoundError(f"avatar source not found: {source}")
-    frames, src_fps, kind = read_source(source)
+    max_seconds = MAX_SOURCE_SECONDS if max_seconds is None else max_seconds
+    max_bytes = MAX_SOURCE_BYTES if max_bytes is None else max_bytes
+    kind = source_kind(source)
     if kind == "video":
-        limit = int(MAX_SOURCE_SECONDS * src_fps)
-        if len(frames) > limit:
-            log.warning("video avatar longer than %.0f s: using the first part", MAX_SOURCE_SECONDS)
-            frames = frames[:limit]
-        frames = resample_frames(frames, src_fps, fps)
+        frames = _video_at_fps(source, fps, max_seconds=max_seconds, max_bytes=max_bytes)
+    else:
+        frames, _, kind = read_source(source, max_seconds=max_seconds, max_bytes=max_bytes)
     if len(frames) == 0:
         raise InputError(f"{source.name} contains no frames; give an image or a video")
     return frames, kind
+
+
+def _video_at_fps(source: Path, fps: float, *, max_seconds: float, max_bytes: int) -> np.ndarray:
+    """The frames of a video at ``fps`` (what :func:`resample_frames` gives), decoded one by
+    one into one bounded buffer: no whole-video array, no second copy for the resampling."""
+    from digihuman.media.video import FrameStack, iter_video, video_fps, why_full
+
+    src_fps = video_fps(source)
+    step = 1.0 if abs(src_fps - fps) < 1e-3 else src_fps / fps  # source frames per output
+    max_src = max(1, int(max_seconds * src_fps))
+    stack = FrameStack(max_frames=max(1, round(max_src / step)) + 1, max_bytes=max_bytes)
+    n_src = 0  # source frames consumed
+    k = 0  # output frames written
+    last: np.ndarray | None = None
+    full = False
+    for img in iter_video(source, max_frames=max_src + 1, max_frame_bytes=max_bytes):
+        if n_src == max_src:
+            log.warning("video avatar longer than %.0f s: using the first part", max_seconds)
+            break
+        # the output frames that show this source frame (nearest earlier source frame)
+        while int(k * step + 1e-6) <= n_src:
+            if not stack.add(img):
+                full = True
+                break
+            k += 1
+        if full:
+            log.warning(
+                "%s: using the first %.1f s: %s", source.name, k / fps, why_full(stack, img.nbytes)
+            )
+            break
+        n_src += 1
+        last = img
+    if not full and last is not None:
+        n_out = n_src if n_src <= 1 or step == 1.0 else max(1, round(n_src / step))
+        stack.truncate(n_out)
+        while stack.n < n_out and stack.add(last):  # the tail shows the last source frame
+            pass
+    return stack.array()
 
 
 def fingerprint(engine: LipSyncEngine, fps: float) -> dict[str, Any]:

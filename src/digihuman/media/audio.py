@@ -14,7 +14,7 @@ import wave
 
 import numpy as np
 
-from digihuman.errors import InputError
+from digihuman.errors import InputError, TooLarge
 from digihuman.media._files import existing_file
 from digihuman.storage import atomic_output
 from digihuman.types import SAMPLE_RATE
@@ -24,11 +24,23 @@ log = logging.getLogger(__name__)
 AUDIO_EXTS = frozenset({".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm"})
 """Suffixes of plain audio files (videos with a sound track are accepted too)."""
 
+_PADDING_SLACK_S = 0.1
 _HINT = "give a wav, mp3, m4a, ogg or flac file, or a video with sound"
 
 
-def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(
+    path: str | os.PathLike[str],
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    max_seconds: float | None = None,
+) -> np.ndarray:
     """Decode the first audio track of ``path`` to mono float32 at ``sample_rate``.
+
+    With ``max_seconds``, decoding stops as soon as the decoded audio passes that length and
+    :class:`~digihuman.errors.TooLarge` is raised: a small, highly compressed file (an hour of
+    Opus silence is 1.4 MB) never expands beyond the limit in memory or time. The frames are
+    counted on the decoder's side, before resampling, so one long frame at a tiny declared
+    sample rate cannot expand in the resampler either.
 
     Raises :class:`~digihuman.errors.NotFoundError` when the file is missing and
     :class:`~digihuman.errors.InputError` when it cannot be decoded, has no audio track or
@@ -42,6 +54,9 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read audio file {p.name} ({_reason(exc)}); {_HINT}") from exc
     chunks: list[np.ndarray] = []
+    decoded_s = 0.0  # seconds decoded so far, at the decoder's own rate
+    # a little slack for the encoder padding trimmed at the end (at most a frame)
+    stop_s = None if max_seconds is None else max_seconds + _PADDING_SLACK_S
     bad_packets = 0
     tail_excess = 0.0  # seconds of encoder padding the last packet declares but decodes anyway
     with container:
@@ -60,6 +75,10 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
                     continue
                 decoded = 0
                 for frame in frames:
+                    if stop_s is not None:
+                        decoded_s += frame.samples / max(int(frame.sample_rate or 0), 1)
+                        if decoded_s > stop_s:
+                            raise _too_long(p.name, max_seconds)
                     decoded += frame.samples
                     for out in resampler.resample(frame):
                         chunks.append(_mono(out.to_ndarray()))
@@ -81,8 +100,16 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
         log.warning("%s: skipped %d undecodable audio packets", p.name, bad_packets)
     if samples.size == 0:
         raise InputError(f"audio file {p.name} contains no samples; give a recording with speech")
+    if max_seconds is not None and samples.size > max_seconds * sample_rate:
+        raise _too_long(p.name, max_seconds)
     np.clip(samples, -1.0, 1.0, out=samples)
     return samples.astype(np.float32, copy=False)
+
+
+def _too_long(name: str, max_seconds: float | None) -> TooLarge:
+    return TooLarge(
+        f"audio file {name} is longer than the {max_seconds:g} s limit; give a shorter recording"
+    )
 
 
 def _mono(planar: np.ndarray) -> np.ndarray:

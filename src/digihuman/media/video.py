@@ -8,6 +8,7 @@ plus AAC audio in the same container, with ``+faststart`` so they play while dow
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -63,10 +64,90 @@ def _stream_fps(stream: Any) -> float:
     return DEFAULT_FPS
 
 
+class FrameStack:
+    """(H, W, 3) uint8 frames of one size gathered into one (N, H, W, 3) array.
+
+    With ``max_frames`` and/or ``max_bytes`` the array is allocated once, at that bound, on the
+    first frame (the kernel commits pages only as frames are written), so memory can never pass
+    the bound and there is no list-then-``np.stack`` copy; :meth:`add` returns False once the
+    next frame would not fit. Without bounds the array grows by doubling.
+    """
+
+    def __init__(self, *, max_frames: int | None = None, max_bytes: int | None = None) -> None:
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.n = 0
+        self._buf: np.ndarray | None = None
+        self._bounded = max_frames is not None or max_bytes is not None
+
+    def capacity(self, frame_bytes: int) -> int | None:
+        """How many frames of ``frame_bytes`` fit the bounds (None: unbounded)."""
+        caps = []
+        if self.max_frames is not None:
+            caps.append(max(0, self.max_frames))
+        if self.max_bytes is not None:
+            caps.append(max(0, self.max_bytes) // max(1, frame_bytes))
+        return min(caps) if caps else None
+
+    @property
+    def frame_shape(self) -> tuple[int, ...] | None:
+        return None if self._buf is None else tuple(self._buf.shape[1:])
+
+    def add(self, img: np.ndarray) -> bool:
+        """Append ``img``; False (and nothing added) when it would pass a bound.
+
+        Raises ValueError when ``img`` has another size than the first frame.
+        """
+        if self._buf is None:
+            cap = self.capacity(img.nbytes)
+            if cap == 0:
+                return False
+            self._buf = np.empty((cap if cap is not None else 16, *img.shape), np.uint8)
+        elif img.shape != self._buf.shape[1:]:
+            h0, w0 = self._buf.shape[1:3]
+            raise ValueError(
+                f"frame {self.n} is {img.shape[1]}x{img.shape[0]} but the first is {w0}x{h0}"
+            )
+        if self.n == len(self._buf):
+            if self._bounded:
+                return False
+            grown = np.empty((2 * len(self._buf), *self._buf.shape[1:]), np.uint8)
+            grown[: self.n] = self._buf
+            self._buf = grown
+        self._buf[self.n] = img
+        self.n += 1
+        return True
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first ``n`` frames."""
+        self.n = max(0, min(self.n, n))
+
+    def array(self) -> np.ndarray:
+        """The frames added so far, (N, H, W, 3).
+
+        A view of the buffer when it is at least half full, else a right-sized copy (the copy
+        and the written half of the buffer together still fit the bound), so a short video
+        does not keep the whole reservation mapped.
+        """
+        if self._buf is None:
+            return np.zeros((0, 0, 0, 3), np.uint8)
+        if 2 * self.n <= len(self._buf):
+            self._buf = self._buf[: self.n].copy()
+        return self._buf[: self.n]
+
+
 def iter_video(
-    path: str | os.PathLike[str], *, max_frames: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    max_frames: int | None = None,
+    max_frame_bytes: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield the frames of a video one by one as (H, W, 3) uint8 RGB (rotation applied)."""
+    """Yield the frames of a video one by one as (H, W, 3) uint8 RGB (rotation applied).
+
+    Decoding stops after ``max_frames`` frames (the rest of the file is never decoded). A video
+    whose frames are larger than ``max_frame_bytes`` (as RGB) is refused with
+    :class:`InputError` before the frame is converted.
+    """
     import av
 
     p = existing_file(path, "video")
@@ -78,12 +159,15 @@ def iter_video(
         if not container.streams.video:
             raise InputError(f"{p.name} has no video track; {_VIDEO_HINT}")
         stream = container.streams.video[0]
+        cc = stream.codec_context
+        _check_frame_size(p.name, int(cc.width or 0), int(cc.height or 0), max_frame_bytes)
         stream.thread_type = "AUTO"
         n = 0
+        if max_frames is not None and max_frames <= 0:
+            return
         try:
             for frame in container.decode(stream):
-                if max_frames is not None and n >= max_frames:
-                    return
+                _check_frame_size(p.name, frame.width, frame.height, max_frame_bytes)
                 img: np.ndarray = frame.to_ndarray(format="rgb24")
                 rot = int(getattr(frame, "rotation", 0) or 0) % 360
                 if rot:
@@ -91,12 +175,22 @@ def iter_video(
                     img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
                 n += 1
                 yield img
+                if max_frames is not None and n >= max_frames:
+                    return
         except av.error.FFmpegError as exc:
             if n == 0:
                 raise InputError(
                     f"cannot decode video {p.name} ({_reason(exc)}); {_VIDEO_HINT}"
                 ) from exc
             log.warning("%s: decoding stopped after %d frames: %s", p.name, n, exc)
+
+
+def _check_frame_size(name: str, width: int, height: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and width * height * 3 > max_bytes:
+        raise InputError(
+            f"{name} is {width}x{height}: one frame alone passes the "
+            f"{max_bytes / 2**20:.0f} MiB limit for decoded frames; give a smaller picture"
+        )
 
 
 def video_fps(path: str | os.PathLike[str]) -> float:
@@ -114,52 +208,121 @@ def video_fps(path: str | os.PathLike[str]) -> float:
 
 
 def read_video(
-    path: str | os.PathLike[str], *, max_frames: int | None = None
+    path: str | os.PathLike[str],
+    *,
+    max_frames: int | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[np.ndarray, float]:
-    """All frames of a video as (N, H, W, 3) uint8 RGB, and its fps."""
+    """The frames of a video as (N, H, W, 3) uint8 RGB, and its fps.
+
+    At most ``max_frames`` frames and ``max_bytes`` of decoded RGB are read (decoding stops
+    there, with a warning when frames were left out); memory never passes that bound.
+    """
     fps = video_fps(path)
-    frames = list(iter_video(path, max_frames=max_frames))
-    if not frames:
-        raise InputError(f"video {Path(path).name} contains no frames; {_VIDEO_HINT}")
-    return np.stack(frames), fps
+    name = Path(path).name
+    stack = FrameStack(max_frames=max_frames, max_bytes=max_bytes)
+    # one frame past max_frames tells whether the video was cut
+    limit = None if max_frames is None else max_frames + 1
+    try:
+        for img in iter_video(path, max_frames=limit, max_frame_bytes=max_bytes):
+            if not stack.add(img):
+                log.warning(
+                    "%s: using the first %d frames (%.1f s): %s",
+                    name,
+                    stack.n,
+                    stack.n / fps,
+                    why_full(stack, img.nbytes),
+                )
+                break
+    except ValueError as exc:
+        raise InputError(f"video {name} changes size: {exc}; {_VIDEO_HINT}") from None
+    if stack.n == 0:
+        raise InputError(f"video {name} contains no frames; {_VIDEO_HINT}")
+    return stack.array(), fps
+
+
+def why_full(stack: FrameStack, frame_bytes: int) -> str:
+    """Why ``stack`` refused a frame of ``frame_bytes``, for a warning."""
+    if stack.max_frames is not None and stack.n >= stack.max_frames:
+        return f"the limit is {stack.max_frames} frames"
+    mib = (stack.max_bytes or 0) / 2**20
+    return f"frames of {frame_bytes / 2**20:.1f} MiB fill the {mib:.0f} MiB limit"
 
 
 def _natural_key(name: str) -> list[Any]:
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
-def read_source(path: str | os.PathLike[str]) -> tuple[np.ndarray, float, SourceKind]:
-    """An avatar source as frames: an image (1 frame at 25 fps), a video (its frames and fps)
-    or a folder of images (sorted by name, at 25 fps)."""
+def source_kind(path: str | os.PathLike[str]) -> SourceKind:
+    """What kind of avatar source ``path`` is (by suffix; a folder holds images)."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(
-            (f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file()),
-            key=lambda f: _natural_key(f.name),
-        )
-        if not files:
-            raise InputError(f"folder {p} holds no images; {_IMAGE_HINT}")
-        images = [read_image(f) for f in files]
-        shape = images[0].shape
-        for f, im in zip(files, images, strict=True):
-            if im.shape != shape:
-                raise InputError(
-                    f"image {f.name} is {im.shape[1]}x{im.shape[0]} but {files[0].name} is "
-                    f"{shape[1]}x{shape[0]}; all images in a folder must have the same size"
-                )
-        return np.stack(images), DEFAULT_FPS, "images"
+        return "images"
     suffix = p.suffix.lower()
     if suffix in IMAGE_EXTS:
-        return read_image(p)[None], DEFAULT_FPS, "image"
+        return "image"
     if suffix in VIDEO_EXTS:
-        frames, fps = read_video(p)
-        return frames, fps, "video"
+        return "video"
     existing_file(p, "avatar source")
     raise InputError(
         f"unsupported avatar source format '{suffix or p.name}'; give an image "
         f"({', '.join(sorted(e[1:] for e in IMAGE_EXTS))}), a video "
         f"({', '.join(sorted(e[1:] for e in VIDEO_EXTS))}) or a folder of images"
     )
+
+
+def read_source(
+    path: str | os.PathLike[str],
+    *,
+    max_seconds: float | None = None,
+    max_bytes: int | None = None,
+) -> tuple[np.ndarray, float, SourceKind]:
+    """An avatar source as frames: an image (1 frame at 25 fps), a video (its frames and fps)
+    or a folder of images (sorted by name, at 25 fps).
+
+    A video or folder longer than ``max_seconds`` or larger than ``max_bytes`` of decoded RGB
+    is cut there, with a warning; decoding stops at the bound, so memory stays within it.
+    """
+    p = Path(path)
+    kind = source_kind(p)
+    if kind == "image":
+        img = read_image(p)
+        _check_frame_size(p.name, img.shape[1], img.shape[0], max_bytes)
+        return img[None], DEFAULT_FPS, "image"
+    if kind == "video":
+        max_frames = None
+        if max_seconds is not None:
+            max_frames = max(1, math.ceil(max_seconds * video_fps(p) - 1e-6))
+        frames, fps = read_video(p, max_frames=max_frames, max_bytes=max_bytes)
+        return frames, fps, "video"
+    files = sorted(
+        (f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file()),
+        key=lambda f: _natural_key(f.name),
+    )
+    if not files:
+        raise InputError(f"folder {p} holds no images; {_IMAGE_HINT}")
+    max_frames = None if max_seconds is None else max(1, math.ceil(max_seconds * DEFAULT_FPS))
+    stack = FrameStack(max_frames=max_frames, max_bytes=max_bytes)
+    for f in files:
+        im = read_image(f)
+        shape = stack.frame_shape
+        if shape is not None and im.shape != shape:
+            raise InputError(
+                f"image {f.name} is {im.shape[1]}x{im.shape[0]} but {files[0].name} is "
+                f"{shape[1]}x{shape[0]}; all images in a folder must have the same size"
+            )
+        if not stack.add(im):
+            if stack.n == 0:
+                _check_frame_size(f.name, im.shape[1], im.shape[0], max_bytes)
+            log.warning(
+                "%s: using the first %d of %d images: %s",
+                p.name,
+                stack.n,
+                len(files),
+                why_full(stack, im.nbytes),
+            )
+            break
+    return stack.array(), DEFAULT_FPS, "images"
 
 
 @dataclass(frozen=True)
