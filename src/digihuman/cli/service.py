@@ -18,17 +18,26 @@ def serve(
     ),
     no_workers: bool = typer.Option(False, "--no-workers", help="start the API only"),
 ) -> None:
-    """The API, one worker per job kind (and an embedded Redis when needed), supervised."""
+    """The API, one worker per job kind (and an embedded Redis when needed), supervised.
+
+    Every child stops when ``serve`` stops, also when it is killed. When no Redis answers at a
+    loopback URL an embedded one is started and supervised like the others; a remote URL that
+    does not answer is an error (one line, exit status 2).
+    """
     import signal
     import sys
 
     from digihuman.config import load_settings
+    from digihuman.errors import DigihumanError
     from digihuman.jobs.supervisor import (
         Child,
         Supervisor,
         child_env,
+        embedded_redis_child,
+        is_loopback_url,
+        redacted_url,
         redis_reachable,
-        start_embedded_redis,
+        unreachable_message,
     )
     from digihuman.observability import setup_logging
     from digihuman.storage import DataRoot
@@ -36,15 +45,16 @@ def serve(
     settings = load_settings()
     setup_logging(settings.log_level)
     root = DataRoot(settings.data_dir).ensure()
-    redis_proc = None
+    children: list[Child] = []
     url = None
     if not redis_reachable(settings.redis):
-        if not settings.redis.embedded:
-            raise typer.BadParameter(
-                f"Redis at {settings.redis.url} is unreachable and the embedded one is off"
-            )
-        redis_proc, url = start_embedded_redis(settings.redis, root.root / "redis")
-        typer.echo(f"started an embedded Redis at {url} (data under {root.root / 'redis'})")
+        if not (settings.redis.embedded and is_loopback_url(settings.redis.url)):
+            raise DigihumanError(unreachable_message(settings.redis))
+        redis_child, url = embedded_redis_child(settings.redis, root.root / "redis")
+        children.append(redis_child)
+        typer.echo(
+            f"starting an embedded Redis at {redacted_url(url)} (data under {root.root / 'redis'})"
+        )
     env = child_env(url)
     py = [sys.executable, "-m", "digihuman"]
     api_argv = [*py, "api"]
@@ -52,7 +62,7 @@ def serve(
         api_argv += ["--host", host]
     if port:
         api_argv += ["--port", str(port)]
-    children = [Child("api", api_argv, env)]
+    children.append(Child("api", api_argv, env))
     if not no_workers:
         wanted = kinds.split(",") if kinds else list(settings.jobs.kinds)
         for kind in wanted:
@@ -60,19 +70,17 @@ def serve(
     sup = Supervisor(children, grace_s=settings.jobs.shutdown_grace_s + 5)
 
     def _stop(signum: int, frame: object) -> None:
+        if sup.stopping.is_set():
+            typer.echo("stopping now: 1 s more, then SIGKILL", err=True)
         sup.stop()
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, _stop)
     h = host or settings.api.host
     p = port or settings.api.port
     typer.echo(f"serving on http://{h}:{p} (docs at /docs); Ctrl-C stops everything")
-    try:
-        sup.run()
-    finally:
-        if redis_proc is not None:
-            redis_proc.terminate()  # SIGTERM: redis flushes its append-only file and exits
-            redis_proc.wait(timeout=30)
+    sup.run()  # from the main thread: children are told to stop when the thread that forked dies
 
 
 @app.command("api")
@@ -84,7 +92,9 @@ def api_cmd(
     import uvicorn
 
     from digihuman.config import load_settings
+    from digihuman.jobs.supervisor import watch_parent
 
+    watch_parent()  # started by serve without PR_SET_PDEATHSIG: stop when serve is gone
     settings = load_settings()
     uvicorn.run(
         "digihuman.api.app:app_from_env",
@@ -110,10 +120,12 @@ def worker(
     from digihuman.config import load_settings
     from digihuman.jobs.handlers import make_handler
     from digihuman.jobs.queue import Keys, sync_client
+    from digihuman.jobs.supervisor import watch_parent
     from digihuman.jobs.worker import Worker
     from digihuman.observability import setup_logging
     from digihuman.storage import DataRoot
 
+    watch_parent()  # started by serve without PR_SET_PDEATHSIG: stop when serve is gone
     settings = load_settings()
     setup_logging(settings.log_level)
     handler = make_handler(kind, settings)  # loads the engine once
