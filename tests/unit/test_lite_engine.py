@@ -70,7 +70,10 @@ def test_silence_is_pixel_stable_and_speech_moves_only_the_mouth(
     pad = np.zeros(SR // 2, dtype=np.float32)
     frames = [f.image for f in engine.generate(prepared, whole_audio(np.r_[pad, speech, pad]))]
     silent = frames[:10] + frames[-5:]
-    assert all(np.array_equal(img, src) for img in silent)  # closed and held still
+    # the astronaut smiles with her mouth open: silence is her closed-lips rest pose, held still
+    rest = engine.render(prepared, 0, 0.0, 0.0, 0.0)
+    assert not np.array_equal(rest, src)
+    assert all(np.array_equal(img, rest) for img in silent)
     f = face_frame(prepared)
     moved = np.zeros(src.shape[:2], bool)
     n_open = 0
@@ -90,9 +93,12 @@ def test_silence_is_pixel_stable_and_speech_moves_only_the_mouth(
 def test_mouth_interior_is_dark_but_not_black(engine: LiteEngine, prepared: PreparedAvatar) -> None:
     src = prepared.frames[0]
     out = engine.render(prepared, 0, 1.0, 0.0, 0.0)
-    f = face_frame(prepared)
-    # the middle of the lower half of the open mouth: below the lips' neutral line
-    p = f.to_image(np.array([[0.0, 0.1]])).round().astype(int)[0]
+    mouth = engine._rig(prepared, 0)[0]
+    poly = mouth.inner_polygon(1.0, 0.0, mouth.close_for(1.0))
+    top, bottom = poly[5], poly[16]  # the displaced inner-lip midpoints (landmarks 13 and 14)
+    # the middle of the lower half of the open mouth: below the upper teeth (which the photo
+    # shows and which ride with the upper lip), above the lower lip
+    p = (top + 0.75 * (bottom - top)).round().astype(int)
     patch = out[p[1] - 2 : p[1] + 3, p[0] - 4 : p[0] + 5].reshape(-1, 3).astype(float)
     luma = patch @ [0.299, 0.587, 0.114]
     assert 8 < luma.mean() < 110  # a dark throat, not a flat black hole
@@ -136,17 +142,28 @@ def test_blinks_are_natural_and_deterministic(prepared: PreparedAvatar) -> None:
     again = BlinkSchedule(25.0, seed=0)
     assert [again.closure(i) for i in range(500)] == closure.tolist()
 
+    # blinks run while someone speaks (a voiced sound held through the first blink) ...
+    n = starts[0] + 6
+    t = np.arange(int(SR * n / 25)) / SR
+    voiced = 0.2 * np.sin(2 * np.pi * 150 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))
+    voiced = voiced.astype(np.float32)
     engine = LiteEngine(fps=25.0, blink=True, seed=0)
-    silence = np.zeros(int(SR * (starts[0] + 6) / 25), dtype=np.float32)
-    frames = [f.image for f in engine.generate(prepared, whole_audio(silence))]
-    src = prepared.frames[0]
-    assert np.array_equal(frames[0], src)
-    full = frames[int(np.argmax(closure[: len(frames)]))]
+    frames = [f.image for f in engine.generate(prepared, whole_audio(voiced))]
+    still = [
+        f.image for f in LiteEngine(fps=25.0, blink=False).generate(prepared, whole_audio(voiced))
+    ]
+    assert all(np.array_equal(a, b) for a, b in zip(frames[: starts[0]], still, strict=False))
+    peak = int(np.argmax(closure[: len(frames)]))
+    full, src = frames[peak], still[peak]
     ys, xs = np.nonzero(changed(full, src))
     a = face_frame(prepared).to_aligned(np.stack([xs, ys], axis=-1))
     assert len(xs) > 40
     assert np.all(a[:, 1] < -0.7)  # only the eyes (well above the mouth) changed
     assert np.any(a[:, 0] < -0.3) and np.any(a[:, 0] > 0.3)  # both eyes
+    # ... and never in silence: the whole stretch is the one rest frame, no blink, no jitter
+    silent = [f.image for f in engine.generate(prepared, whole_audio(np.zeros_like(voiced)))]
+    rest = engine.render(prepared, 0, 0.0, 0.0, 0.0)
+    assert len(silent) == n and all(np.array_equal(img, rest) for img in silent)
 
 
 def test_a_video_avatar_uses_each_frames_landmarks(photo: np.ndarray) -> None:

@@ -5,7 +5,9 @@ source frame and stores per frame the 468 landmarks and the mouth interior colou
 the photo. ``generate`` turns the audio into per-frame mouth parameters
 (:mod:`.lite_audio`: loudness → openness, spectral shape → width/rounding, gated and smoothed,
 chunk-invariant with a small lookahead) and renders each frame with a landmark-driven warp in a
-face-aligned frame plus a mouth interior and natural blinks (:mod:`.lite_warp`).
+face-aligned frame plus a mouth interior and natural blinks while speaking (:mod:`.lite_warp`).
+The rest pose (silence, pauses, bilabials) is closed lips: a photo that smiles with its mouth
+open is closed first and opened from there, so speech visibly opens and closes any portrait.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class BlinkSchedule:
     """Deterministic natural blinks: intervals uniform in [2, 6] s from ``seed``.
 
     ``closure(i)`` is a pure function of the absolute frame index, so blinks continue smoothly
-    across ``generate`` calls. The first blink starts no earlier than 2 s.
+    across ``generate`` calls. The first blink starts no earlier than 2 s. ``blink_at(i)`` also
+    says which blink (its number) frame ``i`` belongs to, so that a caller can let a blink run
+    or skip it whole.
     """
 
     def __init__(self, fps: float, seed: int = 0, lo: float = 2.0, hi: float = 6.0) -> None:
@@ -57,22 +61,27 @@ class BlinkSchedule:
             self._starts.append(prev + float(self._rng.uniform(self._lo, self._hi)))
 
     def closure(self, i: int) -> float:
+        return self.blink_at(i)[1]
+
+    def blink_at(self, i: int) -> tuple[int | None, float]:
+        """(number of the blink under way at frame ``i`` or None, eyelid closure 0..1)."""
         t = (i + 0.5) / self.fps
         self._extend(t)
         total = BLINK_CLOSE_S + BLINK_HOLD_S + BLINK_OPEN_S
-        for s in reversed(self._starts):
+        for nb in range(len(self._starts) - 1, -1, -1):
+            s = self._starts[nb]
             if s <= t:
                 dt = t - s
                 if dt >= total:
-                    return 0.0
+                    return None, 0.0
                 if dt < BLINK_CLOSE_S:
                     x = dt / BLINK_CLOSE_S
                 elif dt < BLINK_CLOSE_S + BLINK_HOLD_S:
                     x = 1.0
                 else:
                     x = 1.0 - (dt - BLINK_CLOSE_S - BLINK_HOLD_S) / BLINK_OPEN_S
-                return float(np.clip(x, 0.0, 1.0) ** 0.7)
-        return 0.0
+                return nb, float(np.clip(x, 0.0, 1.0) ** 0.7)
+        return None, 0.0
 
 
 class LiteEngine:
@@ -87,6 +96,7 @@ class LiteEngine:
         blink: bool = True,
         seed: int = 0,
         strength: float = 1.0,
+        close_rest: bool = True,
         cache_frames: int = 256,
         analyzer: Any = None,
         **unknown: Any,
@@ -98,6 +108,7 @@ class LiteEngine:
         self.blink = bool(blink)
         self.seed = int(seed)
         self.strength = float(strength)
+        self.close_rest = bool(close_rest)
         self.cache_frames = int(cache_frames)
         self._analyzer = analyzer
         self.capabilities = LipSyncCapabilities(
@@ -193,27 +204,37 @@ class LiteEngine:
                 self._rigs.popitem(last=False)
         return rig
 
+    def rest_close(self, prepared: PreparedAvatar, k: int, openness: float = 0.0) -> float:
+        """How much of source frame ``k``'s own lip gap is closed at ``openness`` (0: the
+        photo's mouth is already closed and silence shows the frame unchanged; 1: the lips
+        touch; more: pressed together, see :meth:`.lite_warp.MouthRig.close_for`)."""
+        return self._rig(prepared, k)[0].close_for(openness) if self.close_rest else 0.0
+
     def render(
         self, prepared: PreparedAvatar, k: int, openness: float, width: float, blink: float
     ) -> np.ndarray:
-        """Source frame ``k`` with the given mouth shape and eyelid closure."""
+        """Source frame ``k`` with the given mouth shape and eyelid closure.
+
+        Openness counts from the rest pose, closed lips: a photo whose mouth is open is first
+        closed (``rest_close``), so ``render(p, k, 0, 0, 0)`` is the constant rest frame."""
         import cv2
 
         from digihuman.engines.lipsync.lite_warp import render_interior
 
         src = prepared.frames[k]
         out = src.copy()
-        if openness == 0.0 and width == 0.0 and blink == 0.0:
+        close = self.rest_close(prepared, k, openness)
+        if openness == 0.0 and width == 0.0 and blink == 0.0 and close == 0.0:
             return out
         mouth, eye_a, eye_b = self._rig(prepared, k)
-        if openness or width:
+        if openness or width or close:
             x0, y0, x1, y1 = mouth.region.box
             if x1 > x0 and y1 > y0:
-                mx, my = mouth.region.maps((openness, width))
+                mx, my = mouth.region.maps((close, openness, width))
                 roi = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                 if openness > 0.01:
                     look = prepared.arrays["mouth_look"][k]
-                    render_interior(roi, src, mouth, look, openness, width)
+                    render_interior(roi, src, mouth, look, openness, width, close)
                 out[y0:y1, x0:x1] = roi
         if blink:
             for eye in (eye_a, eye_b):
@@ -235,10 +256,19 @@ class LiteEngine:
             )
         n = prepared.n_frames
         blinks = BlinkSchedule(self.fps, self.seed) if self.blink else None
+        # A blink runs only if it starts while someone speaks (decided on its first frame here
+        # and then run whole): silence stays a still frame, no blink, no jitter.
+        runs: dict[int, bool] = {}
         for j, p in enumerate(self.mouth_params(audio)):
             i = start_frame + j
             k = pingpong(i, n)
-            b = blinks.closure(i) if blinks is not None else 0.0
+            b = 0.0
+            if blinks is not None:
+                nb, b = blinks.blink_at(i)
+                if nb is not None and not runs.setdefault(nb, p.voiced):
+                    b = 0.0
+                if len(runs) > 8:
+                    runs.pop(min(runs))
             o = min(1.0, p.openness * self.strength)
             img = self.render(prepared, k, o, p.width, b)
             yield VideoFrame(image=img, index=i, fps=self.fps, speaking=p.voiced)

@@ -225,10 +225,11 @@ class MouthTracker:
             target_w = float(np.clip(spread - rounded, -1.0, 1.0)) * min(1.0, 2.0 * loud)
         a_up, a_down = min(1.0, self.ATTACK * r), min(1.0, self.RELEASE * r)
         self.openness += (target_o - self.openness) * (a_up if target_o > self.openness else a_down)
-        self.width += (target_w - self.width) * min(1.0, 0.5 * r)
+        # the width settles as fast as the lips close once the gate shuts, and together with them
+        self.width += (target_w - self.width) * min(1.0, (0.5 if self.gate else a_down) * r)
         if not self.gate and self.openness < 0.03:
             self.openness = 0.0  # closed and held still
-        if not self.gate and abs(self.width) < 0.03:
+        if not self.gate and abs(self.width) < (0.1 if self.openness == 0.0 else 0.03):
             self.width = 0.0
         return MouthParams(
             openness=round(float(self.openness), 4),

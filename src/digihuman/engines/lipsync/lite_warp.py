@@ -6,8 +6,21 @@ tilted head therefore opens its jaw along its own axis. For each source frame th
 (:class:`FaceRig`) precomputes, inside small regions of interest around the mouth/jaw and the
 eyes, the pixel grid and two or three displacement basis fields. A frame with mouth openness
 ``o``, width ``w`` and blink closure ``b`` is then ``cv2.remap`` of the source inside the ROIs
-with ``grid - o * F_open - w * F_width`` (and ``- b * F_blink``): a few multiply-adds and one
-remap on a few thousand pixels.
+with ``grid - c * F_close - o * F_open - w * F_width`` (and ``- b * F_blink``): a few
+multiply-adds and one remap on a few thousand pixels.
+
+The rest pose is a closed mouth. ``F_close`` brings the photo's own inner lips together on their
+meeting line, a third of the way down the gap (the upper lip moves down by a third of the local
+gap, the lower lip and the jaw up by two thirds, as a jaw closes a grin), and ``c``
+(:attr:`MouthRig.rest_close`) is 0 when the photo's mouth is already closed and a little over 1
+when it is open, smooth in between. Past 1 the lips are pressed together (they overlap by
+``CLOSE_OVERLAP`` at the centre, so no sliver of teeth stays between them and a face-mesh reads
+the lips as closed, not as a parted smile); the press is released over the first
+``PRESS_RELEASE`` of openness (:meth:`MouthRig.close_for`). Openness then always counts from
+closed lips: silence and bilabials close an open-at-rest mouth, vowels open it past its rest.
+A photo that shows its mouth open also gets a larger opening travel (up to ``1 + GRIN_GAIN``
+times), since a wide grin says that this mouth opens wide, and the stretched lips of a smile
+read narrower than relaxed ones.
 
 The fields fall smoothly to exactly zero well inside each ROI, so pasting the ROI back is
 seamless: the feathering is in the warp itself (no cross-fade ghosting). The opening field is
@@ -49,6 +62,13 @@ LIP_LIFT = 0.045  # upper lip travel at openness 1
 OPEN_NARROW = 0.08  # relative narrowing of the mouth when wide open
 WIDTH_GAIN = 0.12  # relative width change at width ±1
 TEETH_MIN, TEETH_MAX = 0.04, 0.15
+# The photo's inner-lip gap at the centre (aligned units) below which the rest pose is the photo
+# itself (lips already together) and above which it is fully closed; smooth in between.
+CLOSE_FROM, CLOSE_TO = 0.025, 0.06
+CLOSE_OVERLAP = 0.06  # how far past touching the rest pose presses an open mouth
+PRESS_RELEASE = 0.2  # the openness over which that press is released
+GRIN_GAIN, GRIN_FULL = 0.5, 0.3  # opening travel x (1 + GRIN_GAIN) for a photo gap >= GRIN_FULL
+MEET = 0.35  # where the closed lips meet, as a fraction of the photo's gap from the upper lip
 
 
 def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -151,6 +171,9 @@ class MouthRig:
     lower: np.ndarray  # (11, 2) aligned lower inner-lip points
     half_inner: float
     half_outer: float
+    rest_close: float  # how much of the photo's own gap the rest pose closes (0 .. ~1.5)
+    jaw_drop: float  # lower lip / jaw travel at openness 1 (aligned units)
+    lip_lift: float  # upper lip travel at openness 1
     mid_u: np.ndarray  # midline samples (u, v) for interpolation
     mid_v: np.ndarray
     # Per-ROI-pixel helpers for the interior shading.
@@ -166,17 +189,31 @@ class MouthRig:
         r = np.sqrt((u / (1.5 * self.half_outer)) ** 2 + (dv / 0.35) ** 2)
         return 1.0 - smoothstep(0.5, 1.0, r)
 
-    def inner_polygon(self, openness: float, width: float) -> np.ndarray:
-        """The displaced inner-lip contour (image px), upper corner-to-corner then lower back."""
+    def close_for(self, openness: float) -> float:
+        """The closing weight at ``openness``: the rest pose's, with any press past touching
+        released as the mouth opens."""
+        c = self.rest_close
+        if c <= 1.0:
+            return c
+        return 1.0 + (c - 1.0) * max(0.0, 1.0 - openness / PRESS_RELEASE)
+
+    def inner_polygon(self, openness: float, width: float, close: float = 0.0) -> np.ndarray:
+        """The displaced inner-lip contour (image px), upper corner-to-corner then lower back:
+        the photo's contour closed by ``close`` toward the midline, then opened."""
         pts = []
         for a, sign in ((self.upper, -1.0), (self.lower[::-1], 1.0)):
             u, v = a[:, 0], a[:, 1]
             lat = self.lens(u)
-            move = LIP_LIFT if sign < 0 else JAW_DROP
+            move = self.lip_lift if sign < 0 else self.jaw_drop
             mid = np.interp(u, self.mid_u, self.mid_v)
             gw = self.width_weight(u, v - mid)
             du = (width * WIDTH_GAIN - openness * OPEN_NARROW) * u * gw
-            pts.append(np.stack([u + du, v + sign * openness * move * lat], axis=-1))
+            v_rest = v + close * (mid - v)
+            pts.append(np.stack([u + du, v_rest + sign * openness * move * lat], axis=-1))
+        up, lo = pts
+        order = np.argsort(up[:, 0])
+        # lips closed past touching overlap: the gap is empty there, not an inverted polygon
+        lo[:, 1] = np.maximum(lo[:, 1], np.interp(lo[:, 0], up[order, 0], up[order, 1]))
         return self.frame.to_image(np.concatenate(pts))
 
 
@@ -191,7 +228,7 @@ def build_mouth_rig(pts: np.ndarray, width: int, height: int) -> MouthRig:
     mu, top = _curve(upper)
     mu2, bot = _curve(lower)
     mid_u = mu
-    mid_v = (top + np.interp(mu, mu2, bot)) / 2
+    mid_v = top + MEET * (np.interp(mu, mu2, bot) - top)  # the lips' meeting line
     # The ROI: wide enough for the jaw, from just under the nose to well below the chin.
     side = max(0.8, 1.6 * half_outer)
     bottom = v_chin * 1.7
@@ -201,27 +238,50 @@ def build_mouth_rig(pts: np.ndarray, width: int, height: int) -> MouthRig:
     u, v = f.grid_aligned(gx, gy)
     v_top = np.interp(u, mu, top).astype(np.float32)
     v_bot = np.interp(u, mu2, bot).astype(np.float32)
-    mid = (v_top + v_bot) * np.float32(0.5)
+    mid = v_top + (v_bot - v_top) * np.float32(MEET)
     rig_lat = np.clip(1.0 - (u * np.float32(1.0 / half_inner)) ** 2, 0.0, 1.0) ** np.float32(0.6)
     # Opening: below the midline the lower lip and jaw move down; above it the upper lip lifts.
     below = v >= mid
     t = (v - mid) / max(v_chin - float(np.mean(mid_v)), 0.2)
     jaw_lat = 1.0 - smoothstep(0.38, 0.75, np.abs(u))
-    lat_mix = rig_lat + (jaw_lat - rig_lat) * smoothstep(0.0, 0.6, t)
+    to_jaw = smoothstep(0.0, 0.6, t)
+    lat_mix = rig_lat + (jaw_lat - rig_lat) * to_jaw
     g_down = lat_mix * (1.0 - smoothstep(1.0, 1.6, t))
     t_up = (mid - v) / max(float(np.mean(mid_v)) - v_nose, 0.1)
-    g_up = rig_lat * (1.0 - smoothstep(0.0, 1.0, t_up))
-    fv_open = np.where(below, JAW_DROP * g_down, -LIP_LIFT * g_up)
+    up_fade = 1.0 - smoothstep(0.0, 1.0, t_up)
+    g_up = rig_lat * up_fade
+    gap_c = max(float(np.interp(0.0, mu2, bot) - np.interp(0.0, mu, top)), 0.0)
+    rest = float(smoothstep(CLOSE_FROM, CLOSE_TO, np.array(gap_c)))
+    gain = 1.0 + GRIN_GAIN * float(smoothstep(CLOSE_FROM, GRIN_FULL, np.array(gap_c)))
+    jaw_drop, lip_lift = JAW_DROP * gain, LIP_LIFT * gain
+    fv_open = np.where(below, np.float32(jaw_drop) * g_down, np.float32(-lip_lift) * g_up)
+    # Closing: each inner lip travels to the meeting line. The upper lip's share fades out up to
+    # the nose (the skin above it stretches); the lower lip's, by the local share near the lip
+    # and the centre's on the chin (the jaw rises), fades out through the chin. The fade-outs are
+    # gentle enough that the map never folds, even for a wide grin.
+    zero = np.zeros_like(u)
+    if rest > 0.0:
+        gap = np.maximum(v_bot - v_top, 0.0)
+        h_up = gap * np.float32(MEET) * up_fade
+        lo = gap * np.float32(1.0 - MEET)
+        jaw_lo = lo + (np.float32(gap_c * (1.0 - MEET)) * jaw_lat - lo) * to_jaw
+        h_down = jaw_lo * (1.0 - smoothstep(0.3, 1.5, t))
+        close_field = _to_image_field(f, zero, np.where(below, -h_down, h_up))
+    else:  # a closed photo never uses it
+        close_field = (zero, zero)
     r = np.sqrt((u / (1.5 * half_outer)) ** 2 + ((v - mid) / 0.35) ** 2)
     gw = 1.0 - smoothstep(0.5, 1.0, r)
     fu_open = -OPEN_NARROW * u * gw
     fu_width = WIDTH_GAIN * u * gw
-    zero = np.zeros_like(u)
     region = WarpRegion(
         box=box,
         gx=gx,
         gy=gy,
-        fields=(_to_image_field(f, fu_open, fv_open), _to_image_field(f, fu_width, zero)),
+        fields=(
+            close_field,
+            _to_image_field(f, fu_open, fv_open),
+            _to_image_field(f, fu_width, zero),
+        ),
     )
     return MouthRig(
         region=region,
@@ -230,6 +290,9 @@ def build_mouth_rig(pts: np.ndarray, width: int, height: int) -> MouthRig:
         lower=lower,
         half_inner=half_inner,
         half_outer=half_outer,
+        rest_close=(1.0 + CLOSE_OVERLAP / max(gap_c, CLOSE_TO)) * rest,
+        jaw_drop=jaw_drop,
+        lip_lift=lip_lift,
         mid_u=mid_u,
         mid_v=mid_v,
         vu=v,
@@ -326,17 +389,18 @@ def render_interior(
     look: np.ndarray,
     openness: float,
     width: float,
+    close: float = 0.0,
 ) -> None:
     """Fill the gap between the displaced inner lips of the warped ROI (in place).
 
     The inside of the mouth rides with the upper lip (the upper teeth are fixed to the skull):
-    where the photo's own mouth was open, its real pixels (teeth, shadow) are shown moved up
-    with the lip; the rest of the gap is a dark red-brown throat made from the real pixels that
-    slid there, darker in the depth, with a tongue tint at the bottom and, when the photo shows
-    no teeth, a faint upper-teeth band.
+    where the photo's own mouth was open, its real pixels (teeth, shadow) are shown moved with
+    the lip (down by the rest pose's closing, up by the opening's lift); the rest of the gap is
+    a dark red-brown throat made from the real pixels that slid there, darker in the depth, with
+    a tongue tint at the bottom and, when the photo shows no teeth, a faint upper-teeth band.
     """
     x0, y0 = rig.region.box[:2]
-    poly = rig.inner_polygon(openness, width) - np.array([x0, y0])
+    poly = rig.inner_polygon(openness, width, close) - np.array([x0, y0])
     h, w = roi.shape[:2]
     bx0, by0 = np.floor(poly.min(axis=0)).astype(int) - 1
     bx1, by1 = np.ceil(poly.max(axis=0)).astype(int) + 2
@@ -351,9 +415,12 @@ def render_interior(
     alpha = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32) * (1.0 / 255.0)
     sl = (slice(by0, by1), slice(bx0, bx1))
     lat = rig.lat[sl]
-    lift = openness * LIP_LIFT * lat
-    top = rig.v_top[sl] - lift
-    bot = rig.v_bot[sl] + openness * JAW_DROP * lat
+    lift = openness * rig.lip_lift * lat
+    v_top, v_bot = rig.v_top[sl], rig.v_bot[sl]
+    src_gap = np.maximum(v_bot - v_top, 0.0)
+    drop = close * MEET * src_gap  # the rest pose's closing: the upper lip's share
+    top = v_top + drop - lift
+    bot = v_bot - close * (1.0 - MEET) * src_gap + openness * rig.jaw_drop * lat
     v = rig.vu[sl]
     gap = np.maximum(bot - top, 1e-3)
     s = np.clip((v - top) / gap, 0.0, 1.0)
@@ -370,13 +437,12 @@ def render_interior(
         t_alpha *= smoothstep(0.05, 0.4, lat)
         col += (teeth * (0.8 + 0.2 * lat[..., None]) - col) * t_alpha[..., None]
     # The photo's own open mouth, moved up with the upper lip.
-    src_gap = rig.v_bot[sl] - rig.v_top[sl]
     real = (1.0 - smoothstep(0.7, 1.0, (v - top) / np.maximum(src_gap, 1e-3))) * smoothstep(
         0.01, 0.03, src_gap
     )
     if real.max() > 0.01:
         f = rig.frame
-        shift = (lift * f.scale).astype(np.float32)
+        shift = ((lift - drop) * f.scale).astype(np.float32)
         mx = rig.region.gx[sl] + shift * np.float32(f.ey[0])
         my = rig.region.gy[sl] + shift * np.float32(f.ey[1])
         own = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
