@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (read from the environment when not given)."""
     import redis.exceptions as rexc
 
+    from digihuman.api.rooms import open_rooms, rooms_router
     from digihuman.api.routes import seed_router, v1_router
     from digihuman.api.security import GuardMiddleware, RateLimiter
     from digihuman.api.service import Service
@@ -63,9 +64,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Redis clients belong to the serving event loop, so they are made here. The API loads
         # no models: engines load once in the workers that run them.
         app.state.service = Service.create(settings)
+        rooms = await open_rooms(app, settings, app.state.service)  # database + clip conductor
         try:
             yield
         finally:
+            await rooms.close()
             await app.state.service.close()
 
     app = FastAPI(
@@ -118,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(seed_router(settings))
+    app.include_router(rooms_router(settings))
     app.include_router(v1_router(settings))
 
     # middleware: the last added runs first (CORS answers preflights before the key check)

@@ -183,18 +183,6 @@ def seed_router(settings: Settings) -> APIRouter:
     ) -> Any:
         raise _arrives("expression feedback (bqfk)", "[5/7]")
 
-    @r.get("/create/zbj", response_model=Message, summary="Create a live room")
-    async def create_zbj(username: Name) -> Any:
-        raise _arrives("live rooms (/create/zbj)", "[5/7]")
-
-    @r.get("/create/zbjv2", summary="Create a room and generate interview questions")
-    async def create_zbjv2(
-        username: Name,
-        job: Name,
-        count: Annotated[int, Query(ge=1, le=50)],
-    ) -> Any:
-        raise _arrives("rooms with questions (/create/zbjv2)", "[5/7]")
-
     @r.get("/human", summary="Schedule lip-sync for a room (returns seconds)")
     async def human(zbjname: Name, audioUrl: Url) -> Any:
         raise _arrives("room lip-sync (/human)", "[6/7]")

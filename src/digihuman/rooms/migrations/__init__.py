@@ -1,0 +1,1 @@
+"""Alembic migrations of the rooms database, run programmatically by ``rooms.db.migrate``."""
