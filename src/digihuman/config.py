@@ -134,6 +134,8 @@ class JobSettings(BaseModel):
     )
     max_queued_default: int = 1000
     queue_full_retry_after_s: float = 5.0
+    dead_letter_maxlen: int = 10_000  # per kind, approximate (XADD MAXLEN ~); 0: unbounded
+    temp_sweep_after_s: float = 900.0  # worker start: remove temp files untouched this long
 
 
 class QuestionsSettings(BaseModel):

@@ -32,6 +32,16 @@ JOBS_FINISHED = Counter(
 JOBS_RECLAIMED = Counter(
     "digihuman_jobs_reclaimed_total", "Jobs taken over from a silent worker", ["kind"]
 )
+JOBS_STALE = Counter(
+    "digihuman_jobs_stale_total",
+    "Starts and completions refused: the job was taken over or already finished elsewhere",
+    ["kind", "action"],
+)
+JOB_INTERNAL_ERRORS = Counter(
+    "digihuman_job_internal_errors_total",
+    "Errors outside a handler caught in a job thread (the job was dead-lettered)",
+    ["kind"],
+)
 JOB_SECONDS = Histogram(
     "digihuman_job_seconds",
     "Time a handler spent on a job",

@@ -231,11 +231,37 @@ def make_debug(settings: Settings) -> Handler:
     """A diagnostic kind: ``{"sleep": s, "fail": bool, "write": bool}``; no engine.
 
     ``write`` puts ``tests/debug/<job id>.json`` (atomically) — the reliability tests count
-    these files to prove exactly one output per job.
+    these files to prove exactly one output per job. For the fault tests and
+    ``bench/fault_run.py``: ``trace`` appends ``start``/``end`` lines (job, attempt, pid) to
+    ``tests/debug/trace-<pid>.log``, counting in the handler itself; ``fail_on_attempt: n``
+    raises a retryable error on attempt n, ``reject_on_attempt: n`` a user error (``failed``);
+    ``write_sleep: s`` holds the output's temp file open that long before the rename.
     """
+
+    def trace(ctx: JobContext, what: str) -> None:
+        line = f"{what} {ctx.job_id} {ctx.attempt} {os.getpid()} {time.time():.6f}\n"
+        path = ctx.data_root.tests / "debug" / f"trace-{os.getpid()}.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line.encode())  # one small O_APPEND write: lines never interleave
+        finally:
+            os.close(fd)
 
     def handle(ctx: JobContext) -> dict[str, Any]:
         p = ctx.payload
+        if p.get("trace"):
+            trace(ctx, "start")
+        outcome = "error"
+        try:
+            out = run(ctx, p)
+            outcome = "ok"
+            return out
+        finally:
+            if p.get("trace"):
+                trace(ctx, f"end-{outcome}")
+
+    def run(ctx: JobContext, p: dict[str, Any]) -> dict[str, Any]:
         if p.get("fail"):
             raise RuntimeError(f"debug job {ctx.job_id} was told to fail")
         sleep = float(p.get("sleep") or 0.0)
@@ -244,6 +270,10 @@ def make_debug(settings: Settings) -> Handler:
             for i in range(steps):
                 time.sleep(sleep / steps)
                 ctx.progress((i + 1) / steps, "sleeping")
+        if p.get("fail_on_attempt") == ctx.attempt:
+            raise RuntimeError(f"debug job {ctx.job_id} fails on attempt {ctx.attempt}")
+        if p.get("reject_on_attempt") == ctx.attempt:
+            raise InputError(f"debug job {ctx.job_id} is refused on attempt {ctx.attempt}")
         out: dict[str, Any] = {"pid": os.getpid(), "attempt": ctx.attempt}
         if p.get("write"):
             final = ctx.data_root.tests / "debug" / f"{ctx.job_id}.json"
@@ -251,6 +281,7 @@ def make_debug(settings: Settings) -> Handler:
                 _clean_stale(final)
                 with atomic_output(final) as tmp:
                     tmp.write_text(f'{{"job": "{ctx.job_id}", "pid": {os.getpid()}}}')
+                    time.sleep(float(p.get("write_sleep") or 0.0))
             out["path"] = ctx.data_root.relative(final)
         return out
 

@@ -3,10 +3,11 @@
 Layout (``P`` is ``RedisSettings.key_prefix``)::
 
     P jobs:<kind>      stream of the jobs of one kind not yet finished; consumer group "workers"
-    P dead:<kind>      dead-letter stream (job id, kind, payload, error, attempts)
+    P dead:<kind>      dead-letter stream (job id, kind, payload, error, attempts), ~MAXLEN
     P job:<id>         hash: the job record (status, progress, message, result, error, attempts)
     P result:<id>      tiny stream with one entry when the job ends (waiters XREAD it, blocking)
-    P workers:<kind>   sorted set: worker name -> heartbeat expiry (unix seconds)
+    P workers:<kind>   sorted set: ready worker name -> heartbeat expiry (unix seconds)
+    P unready:<kind>   sorted set: workers alive but not ready (a job thread died) -> expiry
 
 Everything on the wire is JSON text, never pickle. Delivery is at-least-once: a job whose worker
 goes silent is taken over by another worker, so handlers are idempotent (output named by job id,
@@ -53,6 +54,9 @@ class Keys:
 
     def workers(self, kind: str) -> str:
         return f"{self.prefix}workers:{kind}"
+
+    def unready(self, kind: str) -> str:
+        return f"{self.prefix}unready:{kind}"
 
 
 @dataclass(frozen=True)
