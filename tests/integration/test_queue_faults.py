@@ -8,6 +8,8 @@ orphans behind busy entries, consumer threads that die, queues without a bound.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import threading
 import time
@@ -372,3 +374,118 @@ def test_the_dead_letter_stream_is_trimmed(redis_url: str, tmp_path: Path) -> No
     n = q.r.xlen(q.keys.dead("t"))
     assert 10 <= n <= 150  # approximate trimming drops whole nodes of ~100 entries
     assert q.dead_letters("t")[-1]["id"] == ids[-1]
+
+
+# ---- real worker processes: a freeze past reclaim_after_s (SIGSTOP), SIGKILL ----------------
+
+
+def _traces(root: Path) -> list[tuple[str, str, int, int]]:
+    """(event, job, attempt, pid) lines the debug handler appended, over all processes."""
+    out = []
+    for f in sorted((root / "tests" / "debug").glob("trace-*.log")):
+        for line in f.read_text().splitlines():
+            ev, job, attempt, pid, _t = line.split()
+            out.append((ev, job, int(attempt), int(pid)))
+    return out
+
+
+def test_a_frozen_worker_cannot_overwrite_the_outcome(
+    redis_url: str, tmp_path: Path, procs: Any, helpers: Any
+) -> None:
+    """Worker a is frozen (SIGSTOP) mid-job; b takes both jobs over and finishes them; a wakes
+    up and its failure (``failed``) and its retry arrive: both refused, counted, nothing
+    re-queued, the records stay ``done``."""
+    root = tmp_path / "root"
+    env = helpers.service_env(redis_url, root)
+    a = procs.worker("debug", env, 2)
+    helpers.wait_ready(redis_url, "debug")
+    q = _queue(redis_url)
+    common = {"sleep": 1.5, "trace": True}
+    rejected = q.enqueue("debug", {**common, "reject_on_attempt": 1})
+    retried = q.enqueue("debug", {**common, "fail_on_attempt": 1})
+    jobs = [rejected, retried]
+    _wait_for(lambda: all(q.get(j).status == "running" for j in jobs), what="a to start both")  # type: ignore[union-attr]
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        procs.worker("debug", env, 2)
+        _wait_for(lambda: all(q.get(j).status == "done" for j in jobs), 40, "b to finish both")  # type: ignore[union-attr]
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    # a's handlers end at once (their sleep is over) and send their outcomes
+    _wait_for(
+        lambda: sum(e.startswith("end") and pid == a.pid for e, _, _, pid in _traces(root)) == 2,
+        what="a's handlers to end",
+    )
+    deadline = time.monotonic() + 5  # time for a's outcomes to reach Redis (and be refused)
+    while time.monotonic() < deadline and not all(
+        q.r.hget(q.keys.record(j), "stale") for j in jobs
+    ):
+        time.sleep(0.05)
+    time.sleep(1.0)  # a re-queued job, if any, would start again by now
+    for j in jobs:
+        rec = q.get(j)
+        assert rec is not None and rec.status == "done" and rec.attempts == 2, rec
+        assert rec.result is not None and rec.result["attempt"] == 2
+        assert q.r.hget(q.keys.record(j), "stale") == "1"  # one stale completion, counted
+        assert q.r.xlen(q.keys.result(j)) == 1  # one completion recorded
+        starts = [x for x in _traces(root) if x[0] == "start" and x[1] == j]
+        assert sorted(s[2] for s in starts) == [1, 2]
+    assert q.depth("debug") == (0, 0) and q.dead_letters("debug") == []
+
+
+def test_shutdown_after_a_takeover_hands_back_nothing_it_lost(
+    redis_url: str, tmp_path: Path, procs: Any, helpers: Any
+) -> None:
+    """a is frozen mid-job and b takes it over; a wakes up and gets SIGTERM with a short grace:
+    it must not re-add, acknowledge or give an attempt back for b's job (a third run)."""
+    root = tmp_path / "root"
+    env = helpers.service_env(redis_url, root, DIGIHUMAN_JOBS__SHUTDOWN_GRACE_S="0.3")
+    a = procs.worker("debug", env, 1)
+    helpers.wait_ready(redis_url, "debug")
+    q = _queue(redis_url)
+    job = q.enqueue("debug", {"sleep": 4.0, "trace": True})
+    _wait_for(lambda: q.get(job).status == "running", what="a to start")  # type: ignore[union-attr]
+    os.kill(a.pid, signal.SIGSTOP)
+    try:
+        procs.worker("debug", env, 1)
+        _wait_for(lambda: q.get(job).attempts == 2, 40, "b to take it over")  # type: ignore[union-attr]
+    finally:
+        os.kill(a.pid, signal.SIGCONT)
+    a.send_signal(signal.SIGTERM)  # its job thread is still sleeping: the grace runs out
+    assert a.wait(timeout=20) == 0
+    rec = q.wait(job, 20)
+    assert rec is not None and rec.status == "done" and rec.attempts == 2
+    time.sleep(1.0)  # a third run, if it were handed back, would start by now
+    starts = [x for x in _traces(root) if x[0] == "start"]
+    assert sorted(s[2] for s in starts) == [1, 2]
+    assert q.depth("debug") == (0, 0)
+
+
+def test_temp_files_of_a_killed_attempt_are_swept_at_worker_start(
+    redis_url: str, tmp_path: Path, procs: Any, helpers: Any
+) -> None:
+    root = tmp_path / "root"
+    env = helpers.service_env(
+        redis_url,
+        root,
+        DIGIHUMAN_JOBS__MAX_ATTEMPTS="1",  # the killed job is not run again (no own clean-up)
+        DIGIHUMAN_JOBS__TEMP_SWEEP_AFTER_S="1",
+    )
+    a = procs.worker("debug", env, 1)
+    helpers.wait_ready(redis_url, "debug")
+    q = _queue(redis_url)
+    job = q.enqueue("debug", {"write": True, "write_sleep": 30})
+    out = root / "tests" / "debug"
+    _wait_for(lambda: out.is_dir() and any(out.glob(f".{job}.*")), what="the temp file")
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait()
+    (temp,) = out.glob(f".{job}.*")
+    keep = out / "notes.txt"  # not a temp name: never touched
+    keep.write_text("mine")
+    os.utime(keep, (time.time() - 3600, time.time() - 3600))
+    time.sleep(1.2)
+    procs.worker("debug", env, 1)
+    _wait_for(lambda: not temp.exists(), what="the sweep")
+    assert keep.exists()
+    rec = q.wait(job, 20)
+    assert rec is not None and rec.status == "dead"  # reclaimed: gave up after 1 attempt

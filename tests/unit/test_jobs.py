@@ -155,3 +155,39 @@ def test_adaptive_prefetch_only_while_jobs_are_tiny(tmp_path: Path) -> None:
     for _ in range(10):
         w._observe(2.0)  # real work: back to one job per read so idle workers get the rest
     assert w._read_count() == 1
+
+
+def test_sweep_removes_only_old_temp_files_where_jobs_write(tmp_path: Path) -> None:
+    import os
+
+    from digihuman.jobs.worker import sweep_temp_files
+    from digihuman.storage import DataRoot
+
+    root = DataRoot(tmp_path).ensure()
+    (root.tests / "debug").mkdir()
+    temps = [
+        root.tests / ".3f2a.k2j_x9ab.wav",  # atomic_output / mkstemp
+        root.tests / ".fetch-3f2a",  # a download
+        root.tests / "..fetch-3f2a.ab12cd34.tmp",  # the download's own temp file
+        root.tests / "debug" / ".job-1.abcdefgh.json",
+        root.output / ".3f2a.part1234.mp4",  # the video writer
+        root.inputs / ".x.wav.part",
+    ]
+    frames = root.output / ".3f2a_frames.q1w2e3r4"  # a frame folder (mkdtemp)
+    kept = [
+        root.tests / "answer.wav",  # results, user files, other folders: never
+        root.tests / ".gitkeep",
+        root.models / ".unet.abcdefgh.pth",
+        root.avatars / ".me.abcdefgh",
+    ]
+    fresh = root.tests / ".fresh.abcdefgh.wav"  # a running job's temp file
+    frames.mkdir()
+    (frames / "00000.png").write_bytes(b"x")
+    for p in temps + kept + [fresh]:
+        p.write_bytes(b"x")
+    old = time.time() - 3600
+    for p in temps + kept + [frames]:
+        os.utime(p, (old, old))
+    assert sweep_temp_files(root, 600) == len(temps) + 1
+    assert not any(p.exists() for p in temps) and not frames.exists()
+    assert all(p.exists() for p in kept) and fresh.exists()
