@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import subprocess
 from pathlib import Path
@@ -39,6 +40,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
         "ah": say(tmp, "ah ah ah", "ah"),
         "ee": say(tmp, "ee ee ee", "ee"),
         "oo": say(tmp, "ooh ooh ooh", "oo"),
+        "papa": say(tmp, "papa papa papa", "papa"),
     }
     out["speech"] = np.concatenate([pad, out["speech"], pad])
     return out
@@ -85,6 +87,15 @@ def test_vowels_differ_in_width_and_openness(clips: dict[str, np.ndarray]) -> No
     (o_ah, w_ah), (o_ee, w_ee), (o_oo, w_oo) = mean("ah"), mean("ee"), mean("oo")
     assert w_ee > 0.3 and w_oo < -0.2 and w_oo < w_ah < w_ee  # spread "ee", rounded "oo"
     assert o_ah > o_ee + 0.15 and o_ah > o_oo + 0.15  # "ah" opens the jaw most
+
+
+def test_the_lips_shut_on_the_closure_of_a_bilabial_stop(clips: dict[str, np.ndarray]) -> None:
+    # "papa papa papa": six open vowels, each after the ~70 ms silence of a "p" closure
+    o = np.array([p.openness for p in mouth_params(clips["papa"])])
+    peaks = [i for i in range(1, len(o) - 1) if o[i] >= max(o[i - 1], o[i + 1]) and o[i] > 0.6]
+    assert len(peaks) >= 5
+    dips = [o[a:b].min() for a, b in itertools.pairwise(peaks)]
+    assert len(dips) >= 4 and sorted(dips)[len(dips) // 2] < 0.12, dips  # shut, not half open
 
 
 def test_params_do_not_depend_on_audio_past_the_lookahead(clips: dict[str, np.ndarray]) -> None:

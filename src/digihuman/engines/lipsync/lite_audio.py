@@ -8,8 +8,9 @@ chunks of any size gives exactly the same parameters (the state only advances fr
 
 Parameters per frame (:class:`MouthParams`):
 
-* ``openness`` in [0, 1]: the loudness (RMS in dB) between an adaptive noise floor and an
-  adaptive robust peak (so quiet and loud speakers both work), scaled by how open the vowel is
+* ``openness`` in [0, 1]: the loudness (RMS in dB of the window's central 32 ms, so that the
+  closure of a "p" or "b" shuts the lips) between an adaptive noise floor and an adaptive robust
+  peak (so quiet and loud speakers both work), scaled by how open the vowel is
   (share of the energy in 500-1300 Hz, a high first formant), gated with hysteresis and a short
   hold so that silence gives exactly 0 (a closed mouth held still, no jitter), smoothed with
   attack/release.
@@ -149,7 +150,7 @@ class MouthTracker:
     HOLD_FRAMES = 2  # keep the gate open this many frames after it would close
     RANGE_DB = 20.0  # loudness range mapped onto openness below the peak
     LOUD_EXP = 1.6  # openness = loudness ** LOUD_EXP (scaled by the vowel)
-    ATTACK, RELEASE = 0.85, 0.8  # smoothing per 25 fps frame, opening / closing
+    ATTACK, RELEASE = 0.85, 0.9  # smoothing per 25 fps frame, opening / closing
 
     def __init__(self, fps: float, sample_rate: int = SAMPLE_RATE) -> None:
         self.fps = fps
@@ -212,7 +213,12 @@ class MouthTracker:
         target_w = 0.0
         if self.gate and self.peak_db is not None:
             lo = max(self.floor_db + self.GATE_CLOSE_DB, self.peak_db - self.RANGE_DB)
-            loud = float(np.clip((db - lo) / max(self.peak_db - lo, 1.0), 0.0, 1.0))
+            # the loudness of the window's central half: a stop's closure ("p", "b": 50-100 ms
+            # of near silence) shows as a deep dip, so the lips shut there
+            q = x.size // 4
+            core = x[q : x.size - q]
+            db_o = 20.0 * np.log10(float(np.sqrt(np.mean(core * core) + 1e-12)) + 1e-9)
+            loud = float(np.clip((db_o - lo) / max(self.peak_db - lo, 1.0), 0.0, 1.0))
             spec = np.abs(np.fft.rfft(x * self._hann, self._nfft)) ** 2
             total = float(spec[self._b_voice].sum()) + 1e-12
             low = float(spec[self._b_low].sum()) / total
@@ -227,9 +233,12 @@ class MouthTracker:
         self.openness += (target_o - self.openness) * (a_up if target_o > self.openness else a_down)
         # the width settles as fast as the lips close once the gate shuts, and together with them
         self.width += (target_w - self.width) * min(1.0, (0.5 if self.gate else a_down) * r)
-        if not self.gate and self.openness < 0.03:
-            self.openness = 0.0  # closed and held still
-        if not self.gate and abs(self.width) < (0.1 if self.openness == 0.0 else 0.03):
+        # closed and held still: a closing mouth lands exactly on the rest pose (in a pause inside
+        # speech too, where the gate is still open), not on ever smaller openings
+        if self.openness < (0.03 if not self.gate else 0.01) and target_o == 0.0:
+            self.openness = 0.0
+        settled = self.openness == 0.0 and (not self.gate or target_w == 0.0)
+        if abs(self.width) < (0.1 if settled else 0.03) and (settled or not self.gate):
             self.width = 0.0
         return MouthParams(
             openness=round(float(self.openness), 4),
