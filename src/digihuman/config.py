@@ -99,10 +99,24 @@ class RedisSettings(BaseModel):
     connect_timeout_s: float = 1.0
 
 
+class ApiKey(BaseModel):
+    """One client's API key (``DIGIHUMAN_API__API_KEYS`` is a JSON list of these).
+
+    ``per_minute`` bounds the work requests (the endpoints that enqueue jobs) made with this key,
+    a token bucket holding up to ``burst`` (0: ``per_minute``); 0 means no limit.
+    """
+
+    name: str = Field(min_length=1, max_length=64)  # shown in logs and 429s; never the key
+    key: SecretStr
+    per_minute: int = Field(default=0, ge=0)
+    burst: int = Field(default=0, ge=0)
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8181
     api_key: SecretStr | None = None  # DIGIHUMAN_API_KEY; header X-API-Key or ?key=
+    api_keys: list[ApiKey] = Field(default_factory=list)  # several keys, optional limits each
     cors_origins: list[str] = Field(default_factory=list)
     url_allowlist: list[str] = Field(default_factory=list)  # hosts allowed for http(s) fetches
     allow_private_urls: bool = False  # allow-listed hosts may resolve to private/loopback IPs
@@ -113,8 +127,10 @@ class ApiSettings(BaseModel):
     max_audio_seconds: float = 600.0
     request_timeout_s: float = 60.0  # /asr and other waits answer 504 after this
     max_wait_s: float = 60.0  # the bound on ?wait=
-    rate_limit_per_minute: int = 60  # per client IP, on the expensive endpoints; 0: off
+    rate_limit_per_minute: int = 0  # opt-in: per client IP, on the work endpoints; 0: off
     rate_limit_burst: int = 20
+    redis_max_connections: int = 32  # the API's pool for short commands (per API process)
+    max_waits: int = 128  # concurrent blocking waits per API process; past it 503 + Retry-After
     workers: int = 1  # uvicorn worker processes
 
 

@@ -32,10 +32,11 @@ def free_port() -> int:
 class RedisProc:
     """A throwaway redis-server; ``stop``/``start`` keep the port and folder (restart tests)."""
 
-    def __init__(self, workdir: Path, *, aof: bool = False) -> None:
+    def __init__(self, workdir: Path, *, aof: bool = False, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.dir = workdir
         self.aof = aof
+        self.args = args  # more redis-server options, e.g. ("--maxclients", "50")
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/15"
 
@@ -56,6 +57,7 @@ class RedisProc:
         ]
         if self.aof:
             cmd += ["--appendonly", "yes", "--appendfsync", "always"]
+        cmd += list(self.args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -92,13 +94,14 @@ def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc]:
 
 @pytest.fixture
 def redis_factory(tmp_path: Path) -> Iterator[Any]:
-    """Make extra redis-servers (``aof=True`` for persistence tests); stopped afterwards."""
+    """Make extra redis-servers (``aof=True`` for persistence tests, ``args`` for more options);
+    stopped afterwards."""
     made: list[RedisProc] = []
 
-    def make(*, aof: bool = False) -> RedisProc:
+    def make(*, aof: bool = False, args: tuple[str, ...] = ()) -> RedisProc:
         d = tmp_path / f"redis-{len(made)}"
         d.mkdir()
-        r = RedisProc(d, aof=aof).start()
+        r = RedisProc(d, aof=aof, args=args).start()
         made.append(r)
         return r
 

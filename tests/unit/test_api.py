@@ -258,3 +258,75 @@ def test_openapi_lists_every_endpoint(client: TestClient) -> None:
     v1 = {"/v1/tts", "/v1/asr", "/v1/render", "/v1/jobs/{job_id}", "/v1/files/{path}"}
     assert seed | v1 | {"/healthz", "/readyz", "/metrics"} <= paths
     assert client.get("/docs").status_code == 200
+
+
+def test_no_rate_limit_per_address_by_default(tmp_path: Path) -> None:
+    assert ApiSettings().rate_limit_per_minute == 0
+    settings = Settings(
+        data_dir=tmp_path / "root", redis_url=f"redis://127.0.0.1:{_closed_port()}/15"
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
+        codes = {c.get("/tts", params={"msg": "hi"}).status_code for _ in range(60)}
+    assert codes == {503}  # through to the (absent) queue every time, never 429
+
+
+def test_several_api_keys_with_their_own_limits(tmp_path: Path) -> None:
+    keys = [
+        {"name": "backend", "key": "k-backend"},  # no limit
+        {"name": "demo", "key": "k-demo", "per_minute": 60, "burst": 2},
+    ]
+    c = _client(tmp_path, api_key="k-old", api_keys=keys)
+    for key in ("k-backend", "k-demo", "k-old"):
+        r = c.get("/create/zbj", params={"username": "a"}, headers={"X-API-Key": key})
+        assert r.status_code == 200  # each key gets past the check
+    _is_json_error(c.get("/create/zbj", params={"username": "a", "key": "k-nope"}), 401)
+
+    demo = {"X-API-Key": "k-demo"}
+    assert [c.get("/tts", params={"msg": "hi"}, headers=demo).status_code for _ in range(2)] == [
+        503,
+        503,
+    ]  # allowed through to the (absent) queue
+    r = c.post("/v1/tts", json={"text": "hi"}, headers=demo)
+    msg = _is_json_error(r, 429)
+    assert "'demo'" in msg and "k-demo" not in msg and int(r.headers["retry-after"]) >= 1
+    # the other keys are not held back by it, nor is a non-work endpoint
+    backend = {"X-API-Key": "k-backend"}
+    assert {c.get("/tts", params={"msg": "x"}, headers=backend).status_code for _ in range(30)} == {
+        503
+    }
+    assert c.get("/create/zbj", params={"username": "a"}, headers=demo).status_code == 200
+
+
+def test_api_keys_must_be_distinct(tmp_path: Path) -> None:
+    from digihuman.errors import DigihumanError
+
+    same = [{"name": "a", "key": "k1"}, {"name": "a", "key": "k2"}]
+    with pytest.raises(DigihumanError, match="distinct"):
+        _client(tmp_path, api_keys=same)
+    with pytest.raises(DigihumanError, match="distinct"):
+        _client(tmp_path, api_key="k1", api_keys=[{"name": "b", "key": "k1"}])
+
+
+LONG = "a" * 300
+
+
+@pytest.mark.parametrize("path", [f"tests/{LONG}.wav", f"{LONG}/a.wav", f"tests/{'é' * 130}.wav"])
+def test_an_overlong_path_component_is_a_4xx(tmp_path: Path, path: str) -> None:
+    c = _client(tmp_path)
+    (tmp_path / "root" / "tests" / "a.png").write_bytes(b"x")
+    assert "longer than 255 bytes" in _is_json_error(c.get("/asr", params={"url": path}), 400)
+    _is_json_error(c.post("/v1/asr", json={"url": path}), 400)
+    _is_json_error(c.get(f"/v1/files/{path}"), 400)
+    _is_json_error(c.get(f"/v1/files/results/{path}"), 400)
+    _is_json_error(c.post("/v1/render", json={"source": path, "audio": "tests/a.wav"}), 400)
+    _is_json_error(c.post("/v1/render", json={"source": "tests/a.png", "audio": path}), 400)
+
+
+def test_upper_case_url_schemes_are_urls(tmp_path: Path) -> None:
+    c = _client(tmp_path, url_allowlist=["127.0.0.1"])
+    for url in ("HTTP://127.0.0.1/a.wav", "Https://127.0.0.1/a.wav"):
+        # checked as a URL (loopback refused), not looked up as a file
+        assert "non-public" in _is_json_error(c.get("/asr", params={"url": url}), 400)
+    assert "only http and https" in _is_json_error(
+        c.get("/asr", params={"url": "FILE:///etc/passwd"}), 400
+    )

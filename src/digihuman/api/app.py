@@ -7,7 +7,9 @@ a stack trace never reaches a client. Redis unreachable → 503 at once.
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,7 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from digihuman.config import Settings
+from digihuman.config import ApiSettings, Settings
 from digihuman.errors import DigihumanError
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,11 @@ A self-hosted digital human service.
 * **Seed endpoints** (`/tts`, `/asr`, `/bqfk`, `/create/zbj`, `/create/zbjv2`, `/human`,
   `/humanv2`): GET, the seed system's parameters and JSON shapes, unchanged.
 * **/v1**: typed POST equivalents, job records, file download (with HTTP range requests).
-* Auth: when `DIGIHUMAN_API_KEY` is set, send it as the `X-API-Key` header or the `key`
-  query parameter (every endpoint but `/healthz` and `/readyz`).
+* Auth: when API keys are configured (`DIGIHUMAN_API_KEY`, or several in
+  `DIGIHUMAN_API__API_KEYS`), send one as the `X-API-Key` header or the `key` query parameter
+  (every endpoint but `/healthz` and `/readyz`).
+* Overload: a full job queue, or too many waiting requests, answers 503 with `Retry-After`
+  (nothing is enqueued); a key's own rate limit answers 429 with `Retry-After`.
 * Errors: JSON `{"message": "..."}` with the status code.
 """
 
@@ -77,11 +82,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
+    keys = api_keys(api)
     app.state.limiter = RateLimiter(api.rate_limit_per_minute, api.rate_limit_burst)
+    app.state.key_limiters = {
+        k.name: RateLimiter(k.per_minute, k.burst or k.per_minute)
+        for k in api.api_keys
+        if k.per_minute > 0
+    }
 
     @app.exception_handler(DigihumanError)
     async def _digihuman(request: Request, exc: DigihumanError) -> JSONResponse:
-        return JSONResponse({"message": str(exc)}, status_code=exc.http_status)
+        retry = getattr(exc, "retry_after_s", None)  # QueueFull, WaitsBusy
+        headers = {"Retry-After": str(max(1, math.ceil(retry)))} if retry else None
+        return JSONResponse({"message": str(exc)}, status_code=exc.http_status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,6 +112,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        if str(exc) == "No connection available.":  # the bounded pool stayed busy
+            msg = (
+                "the API's Redis connections are all busy; try again shortly (operators: "
+                "api.redis_max_connections)"
+            )
+            return JSONResponse({"message": msg}, status_code=503, headers={"Retry-After": "1"})
         log.warning("redis unavailable: %s", exc)
         return JSONResponse(
             {
@@ -120,15 +139,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=500,
         )
 
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError) -> JSONResponse:
+        # a name the file system cannot take came from the client (routes check paths first;
+        # this is the net under anything that takes a name); other OS errors are ours: 500
+        if exc.errno == errno.ENAMETOOLONG:
+            return JSONResponse(
+                {"message": "refused: a name in the request is too long for the file system"},
+                status_code=400,
+            )
+        return await _internal(request, exc)
+
     app.include_router(seed_router(settings))
     app.include_router(rooms_router(settings))
     app.include_router(v1_router(settings))
 
     # middleware: the last added runs first (CORS answers preflights before the key check)
-    key = api.api_key.get_secret_value() if api.api_key is not None else None
-    if key:
+    if keys:
         _declare_api_key(app)
-    app.add_middleware(GuardMiddleware, api_key=key or None)
+    app.add_middleware(GuardMiddleware, api_keys=keys)
     if api.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -138,6 +167,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["Content-Range", "Accept-Ranges"],
         )
     return app
+
+
+def api_keys(api: ApiSettings) -> list[tuple[str, str]]:
+    """(name, key) of every configured key: ``api_key`` (named "default") and ``api_keys``."""
+    keys: list[tuple[str, str]] = []
+    if api.api_key is not None and api.api_key.get_secret_value():
+        keys.append(("default", api.api_key.get_secret_value()))
+    keys += [(k.name, k.key.get_secret_value()) for k in api.api_keys]
+    names = [n for n, _ in keys]
+    secrets = [k for _, k in keys]
+    if len(set(names)) != len(names) or len(set(secrets)) != len(secrets) or "" in secrets:
+        raise DigihumanError(
+            "api.api_keys: every key needs a distinct name and a distinct, non-empty key "
+            '("default" is the name of DIGIHUMAN_API_KEY)'
+        )
+    return keys
 
 
 def _declare_api_key(app: FastAPI) -> None:

@@ -5,6 +5,8 @@
 
 import asyncio
 import contextlib
+import math
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request
@@ -15,13 +17,14 @@ from pydantic import BaseModel, Field
 from digihuman.api.service import Service
 from digihuman.config import Settings
 from digihuman.errors import DigihumanError, InputError, NotFoundError, TooLarge
-from digihuman.jobs.fetch import check_url
+from digihuman.jobs.fetch import check_url, is_url
 from digihuman.jobs.handlers import ArrivesLater
 from digihuman.jobs.queue import JobRecord
 
 JOB_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SHORT = 256  # bound on names (username, zbjname, msId, job)
 URL_MAX = 2048
+NAME_MAX = 255  # bytes in one path component (Linux file systems)
 DOWNLOADABLE = ("tests", "results", "audios", "data")  # not redis/ (queue data) nor models/
 
 
@@ -38,6 +41,12 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 404, 413, 422, 429, 501, 503, 504)
 }
+
+
+class BadPath(DigihumanError):
+    """A data-root path the file system cannot take (a component over 255 bytes, ...)."""
+
+    http_status = 400
 
 
 class Timeout(DigihumanError):
@@ -60,16 +69,36 @@ def _svc(request: Request) -> Service:
 
 
 def _limit(request: Request) -> None:
+    """The rate limits on work requests: per API key (when the key has one), per address (opt-in,
+    ``api.rate_limit_per_minute``)."""
+    state = request.app.state
     client = request.client.host if request.client else "?"
-    wait = request.app.state.limiter.take(client)
+    wait, who = state.limiter.take(client), "from this address"
+    key = getattr(request.state, "api_key", None)
+    if not wait and key in state.key_limiters:
+        wait, who = state.key_limiters[key].take(key), f"for API key {key!r}"
     if wait > 0:
         from fastapi import HTTPException
 
         raise HTTPException(
             429,
-            f"rate limit: too many expensive requests; retry in {wait:.1f} s",
-            headers={"Retry-After": str(max(1, round(wait)))},
+            f"rate limit: too many work requests {who}; retry in {wait:.1f} s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
+
+
+def _data_path(svc: Service, user_path: str) -> Path:
+    """An existing path under the data root named by a client, or a 4xx saying why not."""
+    for part in user_path.split("/"):
+        if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            raise BadPath(
+                f"refused path {user_path[:60]!r}...: a path component is longer than "
+                f"{NAME_MAX} bytes"
+            )
+    try:
+        return svc.data_root.resolve(user_path, must_exist=True)
+    except OSError as exc:  # what the file system refuses is the client's input here
+        raise BadPath(f"refused path {user_path[:60]!r}: {exc.strerror or exc}") from None
 
 
 def _check_text(text: str, max_chars: int) -> str:
@@ -84,12 +113,12 @@ def _check_text(text: str, max_chars: int) -> str:
 async def _check_source(svc: Service, url: str) -> str:
     """An audio/video source: an allow-listed http(s) URL or an existing data-root file."""
     api = svc.settings.api
-    if "://" in url:
+    if is_url(url):  # the worker decides the same way (jobs.fetch.is_url)
         await asyncio.to_thread(
             check_url, url, allowlist=api.url_allowlist, allow_private=api.allow_private_urls
         )
         return url
-    path = svc.data_root.resolve(url, must_exist=True)
+    path = _data_path(svc, url)
     if not path.is_file():
         raise InputError(f"{url} is not a file")
     return url
@@ -151,12 +180,15 @@ def seed_router(settings: Settings) -> APIRouter:
         job_id = new_job_id()
         rel = f"tests/{job_id}.wav"
         payload = {"text": text, "voice": voice, "language": language, "output": rel}
-        await svc.enqueue("tts", payload, job_id)
-        if wait:
-            rec = await svc.wait(job_id, wait)
-            if rec is not None and not rec.done:  # accepted, not ready yet: same body, 202
-                return JSONResponse({"message": rel}, status_code=202)
-            _raise_for(rec, job_id, wait, "speech")
+        if not wait:
+            await svc.enqueue("tts", payload, job_id)
+            return {"message": rel}
+        async with svc.wait_slot():
+            await svc.enqueue("tts", payload, job_id)
+            rec = await svc.wait(job_id, wait, request.receive)
+        if rec is not None and not rec.done:  # accepted, not ready yet: same body, 202
+            return JSONResponse({"message": rel}, status_code=202)
+        _raise_for(rec, job_id, wait, "speech")
         return {"message": rel}
 
     @r.get("/asr", response_model=Message, summary="Speech recognition (waits for the text)")
@@ -170,9 +202,11 @@ def seed_router(settings: Settings) -> APIRouter:
         _limit(request)
         svc = _svc(request)
         source = await _check_source(svc, url)
-        job_id = await svc.enqueue("asr", {"source": source, "language": language})
         timeout = api.request_timeout_s
-        rec = _raise_for(await svc.wait(job_id, timeout), job_id, timeout, "speech recognition")
+        async with svc.wait_slot():
+            job_id = await svc.enqueue("asr", {"source": source, "language": language})
+            got = await svc.wait(job_id, timeout, request.receive)
+        rec = _raise_for(got, job_id, timeout, "speech recognition")
         return {"message": str((rec.result or {}).get("text", ""))}
 
     @r.get("/bqfk", response_model=Message, summary="Expression feedback on a video")
@@ -251,6 +285,20 @@ class JobView(BaseModel):
     updated: float
 
 
+async def _enqueue_and_wait(
+    request: Request, kind: str, payload: dict[str, Any], wait: float, job_id: str | None = None
+) -> JSONResponse:
+    """Enqueue, then wait up to ``wait`` seconds (holding a wait slot) when asked to."""
+    svc = _svc(request)
+    if wait <= 0:
+        job_id = await svc.enqueue(kind, payload, job_id)
+        return _accepted(await svc.get(job_id), job_id, kind)
+    async with svc.wait_slot():
+        job_id = await svc.enqueue(kind, payload, job_id)
+        rec = await svc.wait(job_id, wait, request.receive)
+    return _accepted(rec, job_id, kind)
+
+
 def _accepted(rec: JobRecord | None, job_id: str, kind: str) -> JSONResponse:
     if rec is not None and rec.done:
         return JSONResponse(rec.public(), status_code=200)
@@ -271,7 +319,6 @@ def v1_router(settings: Settings) -> APIRouter:
         """Enqueue speech; the result's ``path`` is ``tests/<job id>.wav``."""
         _limit(request)
         text = _check_text(req.text, min(api.max_text_chars, settings.tts.max_chars))
-        svc = _svc(request)
         from digihuman.jobs.queue import new_job_id
 
         job_id = new_job_id()
@@ -281,9 +328,8 @@ def v1_router(settings: Settings) -> APIRouter:
             "language": req.language,
             "output": f"tests/{job_id}.wav",
         }
-        await svc.enqueue("tts", payload, job_id)
         wait = min(req.wait or 0.0, api.max_wait_s)
-        return _accepted(await svc.wait(job_id, wait), job_id, "tts")
+        return await _enqueue_and_wait(request, "tts", payload, wait, job_id)
 
     @r.post("/v1/asr", tags=["v1"], status_code=202, response_model=JobView)
     async def v1_asr(request: Request, req: Annotated[ASRRequest, Body()]) -> Any:
@@ -291,9 +337,9 @@ def v1_router(settings: Settings) -> APIRouter:
         _limit(request)
         svc = _svc(request)
         source = await _check_source(svc, req.url)
-        job_id = await svc.enqueue("asr", {"source": source, "language": req.language})
         wait = min(req.wait or 0.0, api.max_wait_s)
-        return _accepted(await svc.wait(job_id, wait), job_id, "asr")
+        payload = {"source": source, "language": req.language}
+        return await _enqueue_and_wait(request, "asr", payload, wait)
 
     @r.post("/v1/render", tags=["v1"], status_code=202, response_model=JobView)
     async def v1_render(request: Request, req: Annotated[RenderRequest, Body()]) -> Any:
@@ -301,10 +347,8 @@ def v1_router(settings: Settings) -> APIRouter:
         _limit(request)
         svc = _svc(request)
         for p in (req.source, req.audio):
-            svc.data_root.resolve(p, must_exist=True)
-        payload = req.model_dump()
-        job_id = await svc.enqueue("render", payload)
-        return _accepted(await svc.get(job_id), job_id, "render")
+            _data_path(svc, p)
+        return await _enqueue_and_wait(request, "render", req.model_dump(), 0.0)
 
     @r.post("/v1/bqfk", tags=["v1"], response_model=Message)
     async def v1_bqfk(req: Annotated[BqfkRequest, Body()]) -> Any:
@@ -329,7 +373,12 @@ def v1_router(settings: Settings) -> APIRouter:
         wait: Annotated[float | None, Query(ge=0, le=api.max_wait_s)] = None,
     ) -> Any:
         """A job's record; with ``wait`` the call blocks until it ends (or the wait is over)."""
-        rec = await _svc(request).wait(job_id, wait or 0.0)
+        svc = _svc(request)
+        if wait:
+            async with svc.wait_slot():
+                rec = await svc.wait(job_id, wait, request.receive)
+        else:
+            rec = await svc.get(job_id)
         if rec is None:
             raise NotFoundError(f"no job {job_id} (never existed, or its record expired)")
         return rec.public()
@@ -337,8 +386,9 @@ def v1_router(settings: Settings) -> APIRouter:
     @r.get("/v1/files/{path:path}", tags=["v1"], response_class=FileResponse)
     async def v1_file(request: Request, path: Annotated[str, PathParam(max_length=URL_MAX)]) -> Any:
         """Download a file under the data root (``Range`` requests supported, for video)."""
-        root = _svc(request).data_root
-        p = root.resolve(path, must_exist=True)
+        svc = _svc(request)
+        root = svc.data_root
+        p = _data_path(svc, path)
         top = root.relative(p).split("/", 1)[0]
         if top not in DOWNLOADABLE or not p.is_file() or p.name.startswith("."):
             raise NotFoundError(

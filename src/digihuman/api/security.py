@@ -1,8 +1,12 @@
-"""API key, body-size limit, request metrics (one pure-ASGI middleware) and the rate limit.
+"""API keys, body-size limit, request metrics (one pure-ASGI middleware) and the rate limits.
 
-The rate limit is an in-process token bucket per client address on the expensive endpoints
-(enqueueing TTS/ASR/render work). It is per API process: with several API processes behind a
-load balancer each enforces its own limit. It keeps working while Redis is down.
+Several API keys may be configured, each with a name; the middleware records the name of the key
+a request carried (``request.state.api_key``) for the per-key limit. Rate limits are in-process
+token buckets on the work endpoints (those that enqueue TTS/ASR/render jobs): per API key when the
+key has a ``per_minute``, and per client address only when ``rate_limit_per_minute`` is set
+(off by default: a seed deployment has one backend calling from one address; the bounded queues
+protect the service). They are per API process: with several API processes behind a load
+balancer each enforces its own limit. They keep working while Redis is down.
 """
 
 from __future__ import annotations
@@ -40,9 +44,15 @@ async def send_json(send: Any, status: int, body: dict[str, Any], headers: list[
 class GuardMiddleware:
     """API key on everything but health, a request-body bound, and request metrics."""
 
-    def __init__(self, app: Any, *, api_key: str | None, body_limit: int = JSON_BODY_LIMIT):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        api_keys: list[tuple[str, str]] | None = None,
+        body_limit: int = JSON_BODY_LIMIT,
+    ):
         self.app = app
-        self.api_key = api_key
+        self.api_keys = [(name, key.encode()) for name, key in api_keys or []]  # (name, key)
         self.body_limit = body_limit
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -71,9 +81,18 @@ class GuardMiddleware:
             HTTP_REQUESTS.labels(scope.get("method", ""), label, str(status_box[0])).inc()
             HTTP_LATENCY.labels(label).observe(time.perf_counter() - t0)
 
+    def _key_name(self, given: str | None) -> str | None:
+        """The name of the configured key ``given`` is, or None (every key compared in full)."""
+        found = None
+        raw = (given or "").encode()
+        for name, key in self.api_keys:
+            if hmac.compare_digest(raw, key) and given:
+                found = name
+        return found
+
     def _refuse(self, scope: dict[str, Any]) -> tuple[int, str, list[Any]] | None:
         path = scope.get("path", "")
-        if self.api_key and path not in OPEN_PATHS and scope.get("method") != "OPTIONS":
+        if self.api_keys and path not in OPEN_PATHS and scope.get("method") != "OPTIONS":
             given = None
             for k, v in scope.get("headers", []):
                 if k == b"x-api-key":
@@ -82,7 +101,10 @@ class GuardMiddleware:
             if given is None and scope.get("query_string"):
                 q = parse_qs(scope["query_string"].decode("latin-1"))
                 given = (q.get("key") or [None])[0]
-            if not given or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            name = self._key_name(given)
+            if name is not None:
+                scope.setdefault("state", {})["api_key"] = name  # request.state.api_key
+            else:
                 return (
                     401,
                     "missing or wrong API key: send the header X-API-Key or the query "

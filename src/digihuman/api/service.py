@@ -1,20 +1,36 @@
-"""What the routes share: settings, the data root, the queue (async Redis) and the rate limit."""
+"""What the routes share: settings, the data root, the queue (async Redis) and the waits.
+
+Redis connections are bounded: short commands share a pool of ``api.redis_max_connections``
+(a request waits up to the socket timeout for a free one, then gets a 503), and blocking waits
+(``XREAD BLOCK`` on a job's result stream) take a slot out of ``api.max_waits``, each slot one
+connection of a second pool of that size. Past the cap a wait is refused at once with 503 +
+``Retry-After`` before anything is enqueued, so one API process never holds more than
+``redis_max_connections + max_waits`` connections and a flood of waiters cannot starve Redis of
+connections for the workers. A wait ends early when its client disconnects, which closes its
+connection (Redis stops blocking for it).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from digihuman.config import Settings
+from digihuman.config import RedisSettings, Settings
+from digihuman.errors import DigihumanError
 from digihuman.jobs.queue import (
     GROUP,
     JobRecord,
     Keys,
-    async_client,
+    check_enqueued,
+    max_queued_for,
     new_job_id,
     parse_record,
     queue_enqueue,
+    redis_kwargs,
 )
 from digihuman.observability import (
     DEAD_LETTERS,
@@ -25,24 +41,78 @@ from digihuman.observability import (
 )
 from digihuman.storage import DataRoot
 
+WAITS_RETRY_AFTER_S = 2.0
+
+
+class WaitsBusy(DigihumanError):
+    """Every wait slot of this API process is taken; the client should retry shortly."""
+
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ClientGone(DigihumanError):
+    """The client disconnected while its request waited (nobody reads the answer)."""
+
+    http_status = 499  # nginx's "client closed request"; shows up in the request metrics
+
+
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]  # an ASGI receive
+
+
+def bounded_client(
+    settings: RedisSettings, size: int, *, socket_timeout: float | None = None
+) -> Any:
+    """A ``redis.asyncio.Redis`` on a pool of at most ``size`` connections; a caller waits up to
+    the socket timeout for a free one, then gets ``ConnectionError("No connection available.")``.
+    No client-side retries: a dead Redis gives a 503 at once."""
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    kw = redis_kwargs(settings, socket_timeout=socket_timeout)
+    pool = aredis.BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=max(1, size),
+        timeout=settings.socket_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        **kw,
+    )
+    return aredis.Redis.from_pool(pool)
+
+
+async def _client_gone(receive: Receive) -> None:
+    """Returns when the ASGI server reports the client's disconnect."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
 
 @dataclass
 class Service:
     settings: Settings
     data_root: DataRoot
     keys: Keys
-    r: Any  # redis.asyncio.Redis, short timeouts
-    rw: Any  # redis.asyncio.Redis for blocking waits
+    r: Any  # redis.asyncio.Redis, short timeouts, bounded pool
+    rw: Any  # redis.asyncio.Redis for blocking waits, one connection per wait slot
+    waiting: int = field(default=0)
 
     @classmethod
     def create(cls, settings: Settings) -> Service:
-        wait_timeout = max(settings.api.request_timeout_s, settings.api.max_wait_s) + 5.0
+        api = settings.api
+        wait_timeout = max(api.request_timeout_s, api.max_wait_s) + 5.0
         return cls(
             settings=settings,
             data_root=DataRoot(settings.data_dir).ensure(),
             keys=Keys(settings.redis.key_prefix),
-            r=async_client(settings.redis),
-            rw=async_client(settings.redis, socket_timeout=wait_timeout),
+            r=bounded_client(settings.redis, api.redis_max_connections),
+            # one connection per wait slot, and a spare for internal waits (the rooms' clip
+            # conductor blocks on its jobs' result streams outside the slots)
+            rw=bounded_client(settings.redis, api.max_waits + 2, socket_timeout=wait_timeout),
         )
 
     async def close(self) -> None:
@@ -50,24 +120,71 @@ class Service:
         await self.rw.aclose()
 
     async def enqueue(self, kind: str, payload: dict[str, Any], job_id: str | None = None) -> str:
+        """Add a job; ``QueueFull`` (503 + Retry-After) when the kind holds its bound of open
+        jobs (``jobs.max_queued``); the check and the add are one script in Redis."""
+        jobs = self.settings.jobs
         job_id = job_id or new_job_id()
-        pipe = self.r.pipeline(transaction=True)
-        queue_enqueue(pipe, self.keys, kind, payload, job_id, self.settings.jobs.record_ttl_s)
-        await pipe.execute()
+        limit = max_queued_for(jobs, kind)
+        pipe = self.r.pipeline(transaction=False)
+        queue_enqueue(pipe, self.keys, kind, payload, job_id, jobs.record_ttl_s, max_queued=limit)
+        (reply,) = await pipe.execute()
+        check_enqueued(
+            reply, kind=kind, max_queued=limit, retry_after_s=jobs.queue_full_retry_after_s
+        )
         JOBS_ENQUEUED.labels(kind).inc()
         return job_id
+
+    @asynccontextmanager
+    async def wait_slot(self) -> AsyncIterator[None]:
+        """Hold one of the ``api.max_waits`` wait slots, or raise ``WaitsBusy`` at once.
+
+        Take it before enqueueing, so that a refused request leaves nothing behind."""
+        cap = self.settings.api.max_waits
+        if self.waiting >= cap:
+            raise WaitsBusy(
+                f"this server already holds {cap} waiting requests (api.max_waits); retry in "
+                f"{WAITS_RETRY_AFTER_S:g} s, or enqueue without waiting and follow "
+                "/v1/jobs/{id}",
+                retry_after_s=WAITS_RETRY_AFTER_S,
+            )
+        self.waiting += 1
+        try:
+            yield
+        finally:
+            self.waiting -= 1
 
     async def get(self, job_id: str) -> JobRecord | None:
         return parse_record(await self.r.hgetall(self.keys.record(job_id)), job_id)
 
-    async def wait(self, job_id: str, timeout_s: float) -> JobRecord | None:
-        """The job's record once it ended, or as it is after ``timeout_s`` (blocking XREAD)."""
+    async def wait(
+        self, job_id: str, timeout_s: float, receive: Receive | None = None
+    ) -> JobRecord | None:
+        """The job's record once it ended, or as it is after ``timeout_s`` (blocking XREAD).
+
+        Call inside :meth:`wait_slot`. With ``receive`` (the request's ASGI receive) the wait
+        stops when the client disconnects: ``ClientGone``, and the blocked connection is closed.
+        """
         rec = await self.get(job_id)
         if rec is None or rec.done or timeout_s <= 0:
             return rec
-        await self.rw.xread(
-            {self.keys.result(job_id): "0"}, count=1, block=max(1, int(timeout_s * 1000))
+        read = asyncio.ensure_future(
+            self.rw.xread(
+                {self.keys.result(job_id): "0"}, count=1, block=max(1, int(timeout_s * 1000))
+            )
         )
+        tasks: set[asyncio.Future[Any]] = {read}
+        gone = asyncio.ensure_future(_client_gone(receive)) if receive is not None else None
+        if gone is not None:
+            tasks.add(gone)
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()  # a cancelled XREAD closes its connection: Redis stops blocking
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if read.cancelled():
+            raise ClientGone(f"the client went away while waiting for job {job_id}")
+        read.result()  # a Redis error while waiting: 503
         return await self.get(job_id)
 
     async def live_workers(self) -> dict[str, int]:
