@@ -308,3 +308,40 @@ def test_url_schemes_in_any_case(servers: list[RawServer], tmp_path: Path) -> No
         allow_private=True,
     )
     assert out.read_bytes() == BODY
+
+
+@pytest.mark.parametrize("scheme", ["HTTP", "Http", "http"])
+def test_the_asr_worker_fetches_an_upper_case_url(
+    servers: list[RawServer], tmp_path: Path, scheme: str
+) -> None:
+    """The API accepts ``HTTP://`` as a URL; the worker must fetch it, not look for a file."""
+    import numpy as np
+
+    from digihuman.config import Settings
+    from digihuman.jobs.handlers import make_handler
+    from digihuman.jobs.worker import JobContext
+    from digihuman.media.audio import save_wav
+    from digihuman.storage import DataRoot
+
+    save_wav(tmp_path / "speech.wav", 0.5 * np.sin(np.arange(16000) / 5.0))
+    wav = (tmp_path / "speech.wav").read_bytes()
+
+    def serve(conn: socket.socket, head: bytes) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(wav) + wav)
+
+    srv = _server(servers, serve)
+    settings = Settings(data_dir=tmp_path / "root")
+    settings.asr.engine = "fake"
+    settings.api.url_allowlist = ["127.0.0.1"]
+    settings.api.allow_private_urls = True
+    root = DataRoot(settings.data_dir).ensure()
+    ctx = JobContext(
+        job_id="j1",
+        kind="asr",
+        payload={"source": f"{scheme}://127.0.0.1:{srv.port}/speech.wav"},
+        attempt=1,
+        data_root=root,
+    )
+    out = make_handler("asr", settings)(ctx)
+    assert out["duration"] == 1.0 and len(srv.requests) == 1
+    assert not list(root.tests.glob(".fetch-*"))  # the download was removed
