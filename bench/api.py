@@ -169,6 +169,9 @@ def main() -> None:
             DIGIHUMAN_REDIS_URL=url,
             DIGIHUMAN_DATA_DIR=str(root),
             DIGIHUMAN_API__RATE_LIMIT_PER_MINUTE="0",
+            # the load phase enqueues up to 2 x rate x seconds TTS jobs with no worker running:
+            # unbound the tts queue so that it measures enqueueing, not the full-queue 503
+            DIGIHUMAN_JOBS__MAX_QUEUED='{"tts": 0, "asr": 500}',
             DIGIHUMAN_LOG_LEVEL="WARNING",
             DIGIHUMAN_JOBS__KINDS='["tts", "asr"]',
         )
