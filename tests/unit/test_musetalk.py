@@ -27,7 +27,7 @@ from digihuman.engines.lipsync.musetalk.engine import MuseTalkEngine, source_ind
 from digihuman.engines.lipsync.musetalk.vae import convert_vae_keys, frame_generator
 from digihuman.errors import MissingWeightsError
 from digihuman.timing import frame_count
-from digihuman.types import AudioChunk, SegmentEnd
+from digihuman.types import AudioChunk, SegmentEnd, VideoFrame
 
 BOX = (60, 50, 220, 260)
 
@@ -111,6 +111,12 @@ def test_window_centre_follows_fps() -> None:
     assert list(AF.window_steps(10, 25.0, "v15")) == list(range(16, 26))
     # v1.5 at 24 fps pads ceil(50/24) * 2 = 6 steps on the left: steps idx-6 … idx+3
     assert list(AF.window_steps(12, 24.0, "v15")) == list(range(25 - 6, 25 + 4))
+    for version in ("v1", "v15"):
+        for fps in (5.0, 24.0, 25.0, 29.97, 30.0, 60.0):
+            frames = list(range(0, 5000, 7))
+            idx, _ = AF.window_index(frames, fps, version, 10**9)  # vectorised == per frame
+            want = np.stack([AF.window_steps(f, fps, version) for f in frames])
+            np.testing.assert_array_equal(idx, np.clip(want, 0, None) if version == "v1" else want)
 
 
 def test_mel_filterbank_is_slaney_triangles() -> None:
@@ -192,6 +198,79 @@ def test_feature_stream_equals_whole_clip_when_complete(engines) -> None:
         partial = s.features()
         assert partial.shape[0] == math.floor(s.n_samples / 16000 * 50)
     np.testing.assert_array_equal(s.features(), ex.features(audio))
+
+
+class _WholeSegmentStream:
+    """The non-windowed reference: the segment's whole audio kept, and on every call the
+    features recomputed from all of it (chunks frozen once complete, as ``FeatureStream``'s
+    contract says), the windows cut from the whole segment's features."""
+
+    def __init__(self, ex: AF.AudioFeatureExtractor, fps: float = 25.0) -> None:
+        self.ex, self.fps = ex, fps
+        self.audio = np.zeros(0, np.float32)
+        self.frozen: list[np.ndarray] = []
+        self.cache: tuple[int, np.ndarray] | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.audio)
+
+    def push(self, x: np.ndarray) -> None:
+        self.audio = np.concatenate([self.audio, np.asarray(x, np.float32)])
+
+    def features(self) -> np.ndarray:
+        if self.cache is not None and self.cache[0] == len(self.audio):
+            return self.cache[1]
+        margin = 400 if self.ex.version == "v1" else 0
+        complete = max(0, (len(self.audio) - margin) // 480_000)
+        fresh = self.ex.chunk_features(self.audio, first_chunk=len(self.frozen))
+        while len(self.frozen) < complete and fresh:
+            self.frozen.append(fresh.pop(0))
+        self.cache = (len(self.audio), np.concatenate(self.frozen + fresh))
+        return self.cache[1]
+
+    def windows(self, frames: list[int]) -> np.ndarray:
+        return AF.frame_windows(self.features(), frames, self.fps, self.ex.version)
+
+    def samples(self, a: int, b: int) -> np.ndarray:
+        return self.audio[a:b]
+
+    def release(self, frame: int, keep_sample: int | None = None) -> None:
+        return None
+
+
+@pytest.mark.parametrize("version", ["v1", "v15"])
+def test_feature_stream_holds_a_trailing_window_and_gives_the_same_windows(
+    engines, version: str
+) -> None:
+    """70 s in uneven pieces (two 30 s chunk boundaries): every window bit-equal to the
+    whole-segment reference's, while the stream drops what no later frame needs."""
+    ex = engines[version].load().audio
+    audio = _speech(70.0)
+    audio[560_000:] *= 1e-3  # quieter after 35 s, with a pause: v1.0's whole-clip log-mel
+    audio[700_000:720_000] = 0.0  # floor (max - 8) then comes from the loud first chunk
+    cuts = np.sort(np.random.default_rng(4).choice(len(audio), 13, replace=False))
+    cuts = np.union1d(cuts, [480_000 - 100, 480_000 + 300, 960_000])  # pieces near boundaries
+    s, ref = AF.FeatureStream(ex, 25.0), _WholeSegmentStream(ex, 25.0)
+    nxt = 0
+    held = []
+    for piece in np.split(audio, cuts):
+        s.push(piece)
+        ref.push(piece)
+        ready = frame_count(max(0, s.n_samples - 3200), 16000, 25.0)  # 200 ms lookahead
+        if ready <= nxt:
+            continue
+        js = list(range(nxt, ready))
+        np.testing.assert_array_equal(s.windows(js), ref.windows(js))
+        a = max(0, nxt * 640 - 1280)
+        np.testing.assert_array_equal(s.samples(a, a + 3200), ref.samples(a, a + 3200))
+        s.release(ready)
+        nxt = ready
+        held.append(s.held_bytes)
+    assert s.first_step > 0 and s.audio_start > 0  # the first chunk and its audio are gone
+    assert max(held) < 0.75 * audio.nbytes  # never the whole segment's audio
+    with pytest.raises(ValueError, match="released"):
+        s.windows([nxt - 40])
 
 
 # ------------------------------------------------------------------------------- weights
@@ -600,3 +679,146 @@ def test_download_url_resumes_a_partial_file(tmp_path: Path) -> None:
         ] == len(payload)
     finally:
         srv.shutdown()
+
+
+# ------------------------------------------------------------------------------- long segments
+
+
+def _held_bytes(obj: object, seen: set[object] | None = None) -> int:
+    """Bytes of the numpy buffers reachable from ``obj`` through containers and attributes
+    (a view counts its whole base: that is what it keeps alive)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        root = obj
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if isinstance(root.base, torch.Tensor):  # torch.Tensor.numpy(): the tensor's storage
+            key, size = root.base.untyped_storage().data_ptr(), root.base.untyped_storage().nbytes()
+        else:
+            key, size = id(root), root.nbytes
+        if ("buffer", key) in seen:
+            return 0
+        seen.add(("buffer", key))
+        return int(size)
+    if isinstance(obj, dict):
+        return sum(_held_bytes(v, seen) for v in obj.values())
+    if isinstance(obj, (list, tuple, set)) or type(obj).__name__ == "deque":
+        return sum(_held_bytes(v, seen) for v in obj)
+    if isinstance(obj, AF.FeatureStream):
+        return _held_bytes({k: v for k, v in vars(obj).items() if k != "extractor"}, seen)
+    return 0
+
+
+@pytest.fixture()
+def recorded_streams(monkeypatch) -> list[AF.FeatureStream]:
+    """Every ``FeatureStream`` the engine makes, kept for the test to measure."""
+    made: list[AF.FeatureStream] = []
+
+    class Recorded(AF.FeatureStream):
+        def __init__(self, *args: object, **kw: object) -> None:
+            super().__init__(*args, **kw)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.setattr(AF, "FeatureStream", Recorded)
+    return made
+
+
+@pytest.fixture(scope="module")
+def light(engines):
+    """Each version's tiny components with a one-layer whisper (long segments stay cheap)."""
+    from digihuman.engines.lipsync.musetalk.engine import Components
+
+    out = {}
+    for version, eng in engines.items():
+        base = eng.load()
+        torch.manual_seed(0)
+        enc = AF.WhisperEncoder(n_state=16, n_head=2, n_layer=1, norm_last=version == "v15")
+        audio = AF.AudioFeatureExtractor(enc, version=version)
+        out[version] = Components(audio=audio, unet=base.unet, vae=base.vae, parser=base.parser)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small(engines):
+    """Each version's avatar of two 48×48 frames (cheap to paste, many frames a second)."""
+    frames = (np.random.default_rng(6).random((2, 48, 48, 3)) * 255).astype(np.uint8)
+    box = (8, 6, 40, 44)
+    return {v: e.prepare_boxes(frames, 25.0, [box, box]) for v, e in engines.items()}
+
+
+def test_realtime_hour_holds_bounded_buffers_at_a_flat_cost(light, small, recorded_streams) -> None:
+    """One hour in 20 s chunks (realtime mode: frames come out as their audio is known).
+
+    Kept cheap: a one-layer whisper (the tiny UNet/VAE/parser), 5 fps, 48×48 frames, speech
+    in the first chunk only and then noise below ``silence_db`` (real audio for the features;
+    the frames come from the per-source silent cache, so every later chunk costs the same
+    work: its features, its windows, its frames). What is
+    measured: the bytes of audio and features the engine's stream holds after every chunk
+    (bounded, not growing with the segment: before the trailing window it held the whole
+    segment's audio and features, 1.4 GB for an hour of full-size whisper) and the main
+    thread's CPU time per chunk, late against early (was: every batch re-concatenated and, for
+    v1.0, re-ran the STFT over the whole segment).
+    """
+    eng = MuseTalkEngine(version="v1", fps=5.0, batch_size=8, components=light["v1"])
+    prep = small["v1"]
+    chunk_s, n_chunks = 20, 180  # one hour
+    rng = np.random.default_rng(8)
+    noise = (rng.uniform(-1, 1, chunk_s * 16000) * 9e-4).astype(np.float32)  # below -60 dBFS
+    first = noise.copy()
+    first[:16000] = _speech(1.0)
+    cpu: list[float] = []
+    held: list[int] = []
+
+    def chunks():
+        import time
+
+        for k in range(n_chunks):
+            t0 = time.thread_time()
+            yield AudioChunk(first if k == 0 else noise)
+            cpu.append(time.thread_time() - t0)  # this chunk's batches, features included
+            held.append(_held_bytes(recorded_streams))
+            assert held[-1] < 8 * 2**20, f"{held[-1] / 2**20:.1f} MiB held after {k + 1} chunks"
+        yield SegmentEnd()
+
+    speaking = [f.index for f in eng.generate(prep, chunks()) if f.speaking]
+    assert eng.stats["frames"] == frame_count(n_chunks * len(noise), 16000, 5.0) == 18_000
+    assert speaking == list(range(6))  # the first second's frames (and the one after it)
+    assert len(recorded_streams) >= 1 and len(held) == n_chunks
+    early, late = np.median(cpu[3:12]), np.median(cpu[-9:])  # 9 chunks: 3 whole 60 s cycles
+    assert late < 2.0 * early, (early, late)
+    assert max(held[-30:]) <= 1.5 * max(held[3:30])  # flat, not merely under the bound
+
+
+@pytest.mark.parametrize("version", ["v1", "v15"])
+def test_realtime_output_equals_the_whole_segment_computation(
+    light, small, version: str, monkeypatch
+) -> None:
+    """65 s streamed in uneven chunks, speech across both 30 s chunk boundaries: the frames
+    are bit-equal to those of the same engine reading its windows from the whole segment."""
+    audio = np.zeros(65 * 16000, np.float32)
+    for t0, t1 in ((0.0, 0.2), (29.9, 30.1), (59.9, 60.1)):
+        a, b = int(t0 * 16000), int(t1 * 16000)
+        audio[a:b] = _speech(1.0, seed=a)[: b - a]
+    cuts = np.union1d(
+        np.sort(np.random.default_rng(7).choice(len(audio), 8, replace=False)),
+        [480_000 - 50, 480_000 + 250, 960_000 + 100],
+    )
+
+    def render() -> list[VideoFrame]:
+        eng = MuseTalkEngine(version=version, batch_size=4, components=light[version])
+        prep = small[version]
+        pieces = [AudioChunk(p) for p in np.split(audio, cuts)]
+        return list(eng.generate(prep, [*pieces, SegmentEnd()]))
+
+    windowed = render()
+    monkeypatch.setattr(AF, "FeatureStream", _WholeSegmentStream)
+    whole = render()
+    assert len(windowed) == len(whole) == frame_count(len(audio), 16000, 25.0)
+    differ = [i for i, (x, y) in enumerate(zip(windowed, whole, strict=True))
+              if not np.array_equal(x.image, y.image) or x.speaking != y.speaking]  # fmt: skip
+    assert differ == []
+    speaking = [f.index for f in whole if f.speaking]
+    assert {0, 750, 1500} <= set(speaking) and len(speaking) < 40  # at the chunk boundaries

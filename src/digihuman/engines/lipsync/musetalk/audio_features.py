@@ -46,6 +46,8 @@ STEPS_PER_SECOND = 50
 WINDOW_LEFT = 4  # steps before the centre step (2 frames × 2 steps)
 WINDOW_RIGHT = 6  # steps from the centre step on (exclusive end: c + 5 is the last)
 WINDOW_STEPS = WINDOW_LEFT + WINDOW_RIGHT  # 10
+SAMPLES_PER_STEP = SAMPLE_RATE // STEPS_PER_SECOND  # 320
+TAIL_MARGIN = 3 * HOP  # v1.0: audio kept before a chunk so its first STFT frame is exact
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,33 +335,70 @@ class AudioFeatureExtractor:
         v1.0 normalises the log-mel over the whole of ``audio`` (so the result depends on all of
         it); v1.5 treats each 30 s segment on its own.
         """
-        x = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
-        n = int(x.shape[0])
+        return self.tail_chunks(audio, first_chunk)[0]
+
+    def tail_chunks(
+        self,
+        tail: np.ndarray,
+        first_chunk: int = 0,
+        *,
+        origin: int = 0,
+        log_max: float | None = None,
+    ) -> tuple[list[np.ndarray], list[float]]:
+        """Features of chunks ``first_chunk, …`` from the clip's tail; each chunk's log-mel max.
+
+        ``tail`` holds the clip's samples from sample ``origin`` to its end. For v1.0,
+        ``origin`` must be 0 or a multiple of the hop at least :data:`TAIL_MARGIN` samples before
+        the first chunk: the chunks' mel frames then come from exactly the samples the whole
+        clip gives them, bit for bit, and ``log_max`` (the maximum ``log10`` mel of at least
+        every frame before the first chunk) stands in for the audio before ``origin`` in the
+        whole-clip normalisation. v1.5 needs ``origin <= first_chunk * CHUNK_SAMPLES`` only.
+        The second list: per chunk, the maximum ``log10`` mel over its frames (v1.0; what a
+        later call's ``log_max`` takes).
+        """
+        n = origin + len(tail)
+        if origin > first_chunk * CHUNK_SAMPLES:
+            raise ValueError(f"a tail from sample {origin} has no chunk {first_chunk}")
+        x = torch.from_numpy(np.ascontiguousarray(tail, dtype=np.float32)).to(self.device)
         mels: list[torch.Tensor] = []
         keep: list[int] = []
+        maxima: list[float] = []
         if self.version == "v1":
-            if n < HOP:
-                return []
-            mel = log_normalise(mel_power(x, self.filters))
-            m = int(mel.shape[1])
-            for seek in range(first_chunk * CHUNK_FRAMES, m, CHUNK_FRAMES):
+            if origin % HOP or 0 < first_chunk * CHUNK_SAMPLES - origin < TAIL_MARGIN:
+                raise ValueError(f"v1.0 tail origin {origin} is not hop-aligned with a margin")
+            if len(tail) < HOP:
+                return [], []
+            log_spec = torch.clamp(mel_power(x, self.filters), min=1e-10).log10()
+            m = int(log_spec.shape[1])
+            skip = first_chunk * CHUNK_FRAMES - origin // HOP  # local index of the first chunk
+            exact = 0 if origin == 0 else -(-(N_FFT // 2) // HOP)  # no reflect padding from here
+            top = log_spec[:, exact:].max() if m > exact else None
+            if log_max is not None:
+                prior = torch.tensor(log_max, dtype=log_spec.dtype, device=log_spec.device)
+                top = prior if top is None else torch.maximum(top, prior)
+            if top is None:
+                return [], []
+            mel = (torch.maximum(log_spec, top - 8.0) + 4.0) / 4.0
+            for seek in range(skip, m, CHUNK_FRAMES):
                 seg = mel[:, seek : seek + CHUNK_FRAMES]
                 keep.append(int(seg.shape[1]) // 2)
+                maxima.append(float(log_spec[:, seek : seek + CHUNK_FRAMES].max()))
                 mels.append(F.pad(seg, (0, CHUNK_FRAMES - int(seg.shape[1]))))
         else:
             total = math.floor(n / SAMPLE_RATE * STEPS_PER_SECOND)
             steps = CHUNK_FRAMES // 2
-            for k, start in enumerate(range(0, n, CHUNK_SAMPLES)):
-                if k < first_chunk:
-                    continue
-                seg = x[start : start + CHUNK_SAMPLES]
+            k = first_chunk
+            while k * CHUNK_SAMPLES < n:
+                seg = x[k * CHUNK_SAMPLES - origin : (k + 1) * CHUNK_SAMPLES - origin]
                 seg = F.pad(seg, (0, CHUNK_SAMPLES - int(seg.shape[0])))
                 mels.append(log_normalise(mel_power(seg, self.filters)))
                 keep.append(max(0, min(steps, total - k * steps)))
+                maxima.append(0.0)  # unused: each v1.5 segment is normalised on its own
+                k += 1
         if not mels:
-            return []
+            return [], []
         feats = self.encode(torch.stack(mels))
-        return [f[:k] for f, k in zip(feats, keep, strict=True)]
+        return [f[:k] for f, k in zip(feats, keep, strict=True)], maxima
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         """The whole clip's features, (T, n_layer + 1, d) float32, as the official code computes."""
@@ -384,6 +423,27 @@ def window_steps(frame: int, fps: float, version: str) -> np.ndarray:
     return math.floor(frame * mult) + np.arange(-left, WINDOW_STEPS - left)
 
 
+def window_index(
+    frames: Sequence[int], fps: float, version: str, total: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The step indices (len(frames), 10) of each frame's window in a clip of ``total`` steps
+    and a mask of the ones that exist: clamped to the ends (v1.0), outside ones masked (v1.5).
+    """
+    fr = np.asarray(frames, np.int64).reshape(-1)  # window_steps, for all frames at once
+    if version == "v1":
+        first = (fr * STEPS_PER_SECOND / fps).astype(np.int64) - WINDOW_LEFT
+    else:
+        mult = STEPS_PER_SECOND / int(fps)
+        first = np.floor(fr * mult).astype(np.int64) - 2 * math.ceil(mult)
+    idx = first[:, None] + np.arange(WINDOW_STEPS)[None, :]
+    if version == "v1":
+        idx = np.clip(idx, 0, max(0, total - 1))
+        ok = np.full(idx.shape, total > 0)
+    else:
+        ok = (idx >= 0) & (idx < total)
+    return idx, ok
+
+
 def frame_windows(
     features: np.ndarray, frames: Sequence[int], fps: float, version: str
 ) -> np.ndarray:
@@ -392,68 +452,162 @@ def frame_windows(
     Out-of-range steps are clamped to the first/last step (v1.0) or zero (v1.5).
     """
     t, layers, dim = features.shape
+    idx, ok = window_index(frames, fps, version, t)
     out = np.zeros((len(frames), WINDOW_STEPS, layers, dim), np.float32)
-    for j, frame in enumerate(frames):
-        idx = window_steps(int(frame), fps, version)
-        if t == 0:
-            continue
-        if version == "v1":
-            out[j] = features[np.clip(idx, 0, t - 1)]
-        else:
-            ok = (idx >= 0) & (idx < t)
-            out[j, ok] = features[idx[ok]]
+    out[ok] = features[idx[ok]]
     return out.reshape(len(frames), WINDOW_STEPS * layers, dim)
 
 
 class FeatureStream:
-    """Features of a growing audio segment (realtime mode).
+    """Features of a growing audio segment (realtime mode), in bounded memory.
 
-    Each call of :meth:`features` encodes only the chunks not yet final: a 30 s chunk is frozen
-    once all of its audio is known (v1.5: exact; v1.0: its log-mel floor then stops following
-    the running maximum of later audio, a documented approximation of the whole-clip
+    Each time new audio has arrived, only the chunks not yet final are encoded: a 30 s chunk is
+    frozen once all of its audio is known (v1.5: exact; v1.0: its log-mel floor then stops
+    following the running maximum of later audio, a documented approximation of the whole-clip
     normalisation). When a whole clip arrives at once the result equals
     :meth:`AudioFeatureExtractor.features` exactly.
+
+    Only a trailing window is held, so a segment of any length costs the same per batch and the
+    same memory: the audio from the first chunk not yet frozen (v1.0: :data:`TAIL_MARGIN`
+    earlier, so its STFT frames are exact; the frozen chunks' log-mel maximum is kept as one
+    number), the frozen chunks' features while a frame still to come needs them, and whatever
+    the consumer said it still reads. The consumer asks for frames in increasing order and calls
+    :meth:`release` with the first frame it will still ask for; nothing before it is kept.
     """
 
-    def __init__(self, extractor: AudioFeatureExtractor) -> None:
+    def __init__(self, extractor: AudioFeatureExtractor, fps: float = 25.0) -> None:
         self.extractor = extractor
-        self._parts: list[np.ndarray] = []
+        self.fps = float(fps)
+        self._parts: list[np.ndarray] = []  # audio from sample self._audio_start on
+        self._audio_start = 0
         self._n = 0
-        self._frozen: list[np.ndarray] = []
-        self._cache: tuple[int, np.ndarray] | None = None
+        self._frozen: list[np.ndarray] = []  # chunks self._frozen_first … of the frozen ones
+        self._frozen_first = 0
+        self._log_max: float | None = None  # v1.0: log10 mel maximum over the frozen chunks
+        self._fresh: tuple[int, list[np.ndarray]] | None = None  # (n_samples, chunks)
+        self._keep_step = 0  # steps before this are not asked for any more
+        self._keep_sample = 0  # … nor samples before this
 
     @property
     def n_samples(self) -> int:
         return self._n
 
+    @property
+    def n_frozen(self) -> int:
+        return self._frozen_first + len(self._frozen)
+
+    @property
+    def first_step(self) -> int:
+        """The first step :meth:`features` holds."""
+        return self._frozen_first * (CHUNK_FRAMES // 2)
+
+    @property
+    def audio_start(self) -> int:
+        """The first sample :meth:`samples` can still give."""
+        return self._audio_start
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of audio and features held now (the fresh chunks counted once per chunk)."""
+        fresh = self._fresh[1] if self._fresh else []
+        return sum(int(a.nbytes) for a in (*self._parts, *self._frozen, *fresh))
+
     def push(self, samples: np.ndarray) -> None:
         if len(samples):
-            self._parts.append(np.asarray(samples, np.float32))
+            self._parts.append(np.asarray(samples, np.float32).reshape(-1))
             self._n += len(samples)
 
-    def audio(self) -> np.ndarray:
+    def _audio(self) -> np.ndarray:
         if len(self._parts) > 1:
             self._parts = [np.concatenate(self._parts)]
         return self._parts[0] if self._parts else np.zeros(0, np.float32)
 
-    def features(self) -> np.ndarray:
-        if self._cache is not None and self._cache[0] == self._n:
-            return self._cache[1]
-        audio = self.audio()
-        margin = N_FFT if self.extractor.version == "v1" else 0
-        complete = max(0, (self._n - margin) // CHUNK_SAMPLES)
-        fresh = self.extractor.chunk_features(audio, first_chunk=len(self._frozen))
-        while len(self._frozen) < complete and fresh:
-            self._frozen.append(fresh.pop(0))
-        parts = self._frozen + fresh
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """The segment's samples ``[start, stop)`` (clipped to what has arrived)."""
+        if start < self._audio_start:
+            raise ValueError(f"samples from {start} were released (held from {self._audio_start})")
+        audio = self._audio()
+        return audio[start - self._audio_start : max(start, stop) - self._audio_start]
+
+    def audio(self) -> np.ndarray:
+        """The held audio, from sample :attr:`audio_start` on."""
+        return self._audio()
+
+    def _update(self) -> list[np.ndarray]:
+        if self._fresh is not None and self._fresh[0] == self._n:
+            return self._fresh[1]
         ex = self.extractor
-        feats = (
-            np.concatenate(parts, axis=0)
-            if parts
-            else np.zeros((0, ex.n_layers_out, ex.dim), np.float32)
-        )
-        self._cache = (self._n, feats)
-        return feats
+        first = self.n_frozen
+        origin = 0
+        if first:
+            origin = first * CHUNK_SAMPLES - (TAIL_MARGIN if ex.version == "v1" else 0)
+        audio = self._audio()
+        tail = audio[origin - self._audio_start :]
+        fresh, maxima = ex.tail_chunks(tail, first, origin=origin, log_max=self._log_max)
+        margin = N_FFT if ex.version == "v1" else 0
+        complete = max(0, (self._n - margin) // CHUNK_SAMPLES)
+        while self.n_frozen < complete and fresh:
+            self._frozen.append(fresh.pop(0).copy())  # not a view of the encoder's batch
+            top = maxima.pop(0)
+            self._log_max = top if self._log_max is None else max(self._log_max, top)
+        self._fresh = (self._n, fresh)
+        self._trim()
+        return fresh
+
+    def _parts_with_steps(self) -> list[tuple[int, np.ndarray]]:
+        steps = CHUNK_FRAMES // 2
+        fresh = self._update()
+        parts = [*self._frozen, *fresh]
+        return [(self.first_step + k * steps, p) for k, p in enumerate(parts)]
+
+    def features(self) -> np.ndarray:
+        """The held features, (T, n_layer + 1, d) from step :attr:`first_step` on."""
+        parts = [p for _, p in self._parts_with_steps()]
+        ex = self.extractor
+        if not parts:
+            return np.zeros((0, ex.n_layers_out, ex.dim), np.float32)
+        return np.concatenate(parts, axis=0)
+
+    def windows(self, frames: Sequence[int]) -> np.ndarray:
+        """The windows of segment frames ``frames`` (none of them released), as
+        :func:`frame_windows` gives them from the whole segment's features."""
+        ex = self.extractor
+        parts = self._parts_with_steps()
+        total = sum(len(p) for _, p in parts) + self.first_step
+        idx, ok = window_index(frames, self.fps, ex.version, total)
+        if (ok & (idx < self._keep_step)).any():
+            raise ValueError(f"frames {list(frames)} need released steps (< {self._keep_step})")
+        out = np.zeros((len(frames), WINDOW_STEPS, ex.n_layers_out, ex.dim), np.float32)
+        for first, part in parts:
+            sel = ok & (idx >= first) & (idx < first + len(part))
+            out[sel] = part[idx[sel] - first]
+        return out.reshape(len(frames), WINDOW_STEPS * ex.n_layers_out, ex.dim)
+
+    def release(self, frame: int, keep_sample: int | None = None) -> None:
+        """Frames before ``frame`` will not be asked for again, nor samples before
+        ``keep_sample`` (default: the first sample of ``frame``'s window)."""
+        first = int(window_steps(int(frame), self.fps, self.extractor.version)[0])
+        self._keep_step = max(self._keep_step, first, 0)
+        if keep_sample is None:
+            keep_sample = first * SAMPLES_PER_STEP
+        self._keep_sample = max(self._keep_sample, int(keep_sample), 0)
+        self._trim()
+
+    def _trim(self) -> None:
+        steps = CHUNK_FRAMES // 2
+        while self._frozen and (self._frozen_first + 1) * steps <= self._keep_step:
+            self._frozen.pop(0)
+            self._frozen_first += 1
+        # audio: what the next encoding needs, and what the consumer still reads
+        need = self.n_frozen * CHUNK_SAMPLES
+        if self.extractor.version == "v1" and self.n_frozen:
+            need -= TAIL_MARGIN
+        cut = min(need, self._keep_sample, self._n)
+        while self._parts and self._audio_start + len(self._parts[0]) <= cut:
+            self._audio_start += len(self._parts.pop(0))
+        if self._parts and self._audio_start < cut:
+            self._parts[0] = self._parts[0][cut - self._audio_start :]
+            self._audio_start = cut
 
 
 def extractor_from_dir(

@@ -3,7 +3,8 @@
 ``prepare`` (once per source, cached by the avatar store) computes for every source frame the
 crop box, the VAE latents of the 256×256 crop (lower half blacked out ⊕ full) and the blend
 mask. ``generate`` consumes audio chunks, computes whisper features on the audio known so far
-(see :class:`~.audio_features.FeatureStream`), and for each batch of frames runs one UNet pass
+(see :class:`~.audio_features.FeatureStream`, which holds a trailing window only, so the cost
+of a batch does not grow with the segment), and for each batch of frames runs one UNet pass
 and one VAE decode; pasting back runs on worker threads while the next batch computes.
 
 Silence: a frame whose whole audio window (−80 ms … +120 ms) is below ``silence_db`` is
@@ -395,15 +396,19 @@ class MuseTalkEngine:
             self._silent_window = c.audio.windows(feats, [mid], self.fps)[0]
         return self._silent_window
 
-    def _silent(self, audio: np.ndarray, j: int) -> bool:
-        if self.silence_db is None:
-            return False
+    def _window_span(self, j: int) -> tuple[int, int]:
+        """Segment samples ``[a, b)`` of frame ``j``'s audio window (−80 ms … +120 ms)."""
         start = frame_start_sample(j, SAMPLE_RATE, self.fps)
         a = max(0, start - int(WINDOW_BEFORE_S * SAMPLE_RATE))
-        b = min(len(audio), start + int((1 / self.fps + WINDOW_AFTER_S) * SAMPLE_RATE))
-        if b <= a:
+        return a, start + int((1 / self.fps + WINDOW_AFTER_S) * SAMPLE_RATE)
+
+    def _silent(self, stream: FeatureStream, j: int) -> bool:
+        if self.silence_db is None:
+            return False
+        audio = stream.samples(*self._window_span(j))
+        if not len(audio):
             return True
-        peak = float(np.abs(audio[a:b]).max())
+        peak = float(np.abs(audio).max())
         return peak <= 10 ** (self.silence_db / 20)
 
     def generate(
@@ -413,11 +418,12 @@ class MuseTalkEngine:
 
         c = self.load()
         self._check_prepared(prepared)
-        stream = FeatureStream(c.audio)
+        stream = FeatureStream(c.audio, self.fps)
         seg_next = 0  # next frame index within the current segment
         out_index = 0
         pool = ThreadPoolExecutor(self.blend_workers, thread_name_prefix="musetalk-blend")
         pending: deque[Future[VideoFrame]] = deque()
+        keys: dict[int, bytes] = {}  # source frame → silent-cache key (hashed once per call)
         lookahead = round((WINDOW_AFTER_S + LOOKAHEAD_MARGIN_S) * SAMPLE_RATE)
         try:
             for item in audio:
@@ -427,7 +433,14 @@ class MuseTalkEngine:
                     while ready - seg_next >= self.batch_size:
                         js = list(range(seg_next, seg_next + self.batch_size))
                         self._emit(
-                            prepared, stream, js, start_frame + out_index, out_index, pending, pool
+                            prepared,
+                            stream,
+                            js,
+                            start_frame + out_index,
+                            out_index,
+                            pending,
+                            pool,
+                            keys,
                         )
                         seg_next += len(js)
                         out_index += len(js)
@@ -441,18 +454,27 @@ class MuseTalkEngine:
                     while seg_next < total:
                         js = list(range(seg_next, min(total, seg_next + self.batch_size)))
                         self._emit(
-                            prepared, stream, js, start_frame + out_index, out_index, pending, pool
+                            prepared,
+                            stream,
+                            js,
+                            start_frame + out_index,
+                            out_index,
+                            pending,
+                            pool,
+                            keys,
                         )
                         seg_next += len(js)
                         out_index += len(js)
                         while len(pending) > self.batch_size:
                             yield pending.popleft().result()
-                    stream = FeatureStream(c.audio)
+                    stream = FeatureStream(c.audio, self.fps)
                     seg_next = 0
             total = frame_count(stream.n_samples, SAMPLE_RATE, self.fps)  # no final SegmentEnd
             while seg_next < total:
                 js = list(range(seg_next, min(total, seg_next + self.batch_size)))
-                self._emit(prepared, stream, js, start_frame + out_index, out_index, pending, pool)
+                self._emit(
+                    prepared, stream, js, start_frame + out_index, out_index, pending, pool, keys
+                )
                 seg_next += len(js)
                 out_index += len(js)
             while pending:
@@ -506,25 +528,30 @@ class MuseTalkEngine:
         out_start: int,
         pending: deque[Future[VideoFrame]],
         pool: ThreadPoolExecutor,
+        keys: dict[int, bytes],
     ) -> None:
-        """Generate segment frames ``js`` into ``pending`` (source cycle from ``cycle_start``)."""
-        c = self.load()
+        """Generate segment frames ``js`` into ``pending`` (source cycle from ``cycle_start``).
+
+        The stream then forgets everything before frame ``js[-1] + 1``'s window: a segment of
+        any length holds a trailing window of audio and features only.
+        """
         arr = prepared.arrays
         n_src = prepared.n_frames
         t0 = time.perf_counter()
-        feats = stream.features()
-        audio = stream.audio()
-        windows = c.audio.windows(feats, js, self.fps)
+        windows = stream.windows(js)
         self.stats["features"] += time.perf_counter() - t0
         srcs = [source_index(cycle_start + k, n_src) for k in range(len(js))]
-        silent = [self._silent(audio, j) for j in js]
+        silent = [self._silent(stream, j) for j in js]
+        stream.release(js[-1] + 1, keep_sample=self._window_span(js[-1] + 1)[0])
         crops: list[Any] = [None] * len(js)
         todo = []
         for k, (s, quiet) in enumerate(zip(srcs, silent, strict=True)):
             if not bool(arr["valid"][s]):
                 continue
             if quiet:
-                cached = self._silent_cache.get(self._silent_key(arr, s))
+                if s not in keys:
+                    keys[s] = self._silent_key(arr, s)
+                cached = self._silent_cache.get(keys[s])
                 if cached is not None:
                     crops[k] = cached
                     continue
@@ -551,7 +578,7 @@ class MuseTalkEngine:
                     ready()  # the copy must have landed before the cache keeps it
                     if len(self._silent_cache) >= 1024:
                         self._silent_cache.clear()
-                    self._silent_cache[self._silent_key(arr, srcs[k])] = host_np[t].copy()
+                    self._silent_cache[keys[srcs[k]]] = host_np[t].copy()
         for k in range(len(js)):
             job = (prepared, srcs[k], crops[k], out_start + k, not silent[k], ready)
             pending.append(pool.submit(self._blend, *job))
