@@ -93,7 +93,7 @@ def test_silence_is_pixel_stable_and_speech_moves_only_the_mouth(
 def test_mouth_interior_is_dark_but_not_black(engine: LiteEngine, prepared: PreparedAvatar) -> None:
     src = prepared.frames[0]
     out = engine.render(prepared, 0, 1.0, 0.0, 0.0)
-    mouth = engine._rig(prepared, 0)[0]
+    mouth = engine._rig(prepared, 0).mouth
     poly = mouth.inner_polygon(1.0, 0.0, mouth.close_for(1.0))
     top, bottom = poly[5], poly[16]  # the displaced inner-lip midpoints (landmarks 13 and 14)
     # the middle of the lower half of the open mouth: below the upper teeth (which the photo

@@ -84,6 +84,29 @@ class BlinkSchedule:
         return None, 0.0
 
 
+class FrameRig:
+    """One source frame's warp geometry: the mouth rig, and the eye regions built on first use
+    (a video avatar whose frames never blink never pays for them)."""
+
+    def __init__(self, pts: np.ndarray, width: int, height: int) -> None:
+        from digihuman.engines.lipsync.lite_warp import build_mouth_rig
+
+        self._pts, self._size = pts, (width, height)
+        self.mouth = build_mouth_rig(pts, width, height)
+        self._eyes: tuple[Any, Any] | None = None
+
+    def eyes(self) -> tuple[Any, Any]:
+        if self._eyes is None:  # two threads may both build it: the same result, no harm
+            from digihuman.engines.lipsync.lite_warp import EYE_A, EYE_B, build_eye_region
+
+            w, h = self._size
+            self._eyes = (
+                build_eye_region(self._pts, EYE_A, w, h),
+                build_eye_region(self._pts, EYE_B, w, h),
+            )
+        return self._eyes
+
+
 class LiteEngine:
     """Portrait or video + speech → lip-synced frames, with no downloaded weights."""
 
@@ -119,7 +142,7 @@ class LiteEngine:
             lookahead_s=round(lookahead_s(self.fps), 4),
             input_kinds=("image", "video", "images"),
         )
-        self._rigs: OrderedDict[tuple[int, int], tuple[Any, ...]] = OrderedDict()
+        self._rigs: OrderedDict[tuple[int, int], tuple[np.ndarray, FrameRig]] = OrderedDict()
         self._lock = threading.Lock()  # one engine may serve several live sessions
 
     # ------------------------------------------------------------------ prepare
@@ -176,30 +199,18 @@ class LiteEngine:
         tracker = MouthTracker(self.fps)
         return frames_from_stream(audio, self.fps, WINDOW_S, tracker.step)
 
-    def _rig(self, prepared: PreparedAvatar, k: int) -> tuple[Any, ...]:
-        from digihuman.engines.lipsync.lite_warp import (
-            EYE_A,
-            EYE_B,
-            build_eye_region,
-            build_mouth_rig,
-        )
-
+    def _rig(self, prepared: PreparedAvatar, k: int) -> FrameRig:
         lms = prepared.arrays["landmarks"]
         key = (id(lms), k)
         with self._lock:
             cached = self._rigs.get(key)
             if cached is not None and cached[0] is lms:
                 self._rigs.move_to_end(key)
-                return cached[1:]
-        pts = lms[k]
+                return cached[1]
         w, h = prepared.size
-        rig = (
-            build_mouth_rig(pts, w, h),
-            build_eye_region(pts, EYE_A, w, h),
-            build_eye_region(pts, EYE_B, w, h),
-        )
+        rig = FrameRig(lms[k], w, h)
         with self._lock:
-            self._rigs[key] = (lms, *rig)  # holding ``lms`` keeps its id unique while cached
+            self._rigs[key] = (lms, rig)  # holding ``lms`` keeps its id unique while cached
             while len(self._rigs) > self.cache_frames:
                 self._rigs.popitem(last=False)
         return rig
@@ -208,7 +219,7 @@ class LiteEngine:
         """How much of source frame ``k``'s own lip gap is closed at ``openness`` (0: the
         photo's mouth is already closed and silence shows the frame unchanged; 1: the lips
         touch; more: pressed together, see :meth:`.lite_warp.MouthRig.close_for`)."""
-        return self._rig(prepared, k)[0].close_for(openness) if self.close_rest else 0.0
+        return self._rig(prepared, k).mouth.close_for(openness) if self.close_rest else 0.0
 
     def render(
         self, prepared: PreparedAvatar, k: int, openness: float, width: float, blink: float
@@ -223,10 +234,11 @@ class LiteEngine:
 
         src = prepared.frames[k]
         out = src.copy()
-        close = self.rest_close(prepared, k, openness)
+        rig = self._rig(prepared, k)
+        mouth = rig.mouth
+        close = mouth.close_for(openness) if self.close_rest else 0.0
         if openness == 0.0 and width == 0.0 and blink == 0.0 and close == 0.0:
             return out
-        mouth, eye_a, eye_b = self._rig(prepared, k)
         if openness or width or close:
             x0, y0, x1, y1 = mouth.region.box
             if x1 > x0 and y1 > y0:
@@ -237,7 +249,7 @@ class LiteEngine:
                     render_interior(roi, src, mouth, look, openness, width, close)
                 out[y0:y1, x0:x1] = roi
         if blink:
-            for eye in (eye_a, eye_b):
+            for eye in rig.eyes():
                 x0, y0, x1, y1 = eye.box
                 if x1 > x0 and y1 > y0:
                     mx, my = eye.maps((blink,))
