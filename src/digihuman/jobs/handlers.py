@@ -234,7 +234,8 @@ def make_debug(settings: Settings) -> Handler:
     these files to prove exactly one output per job. For the fault tests and
     ``bench/fault_run.py``: ``trace`` appends ``start``/``end`` lines (job, attempt, pid) to
     ``tests/debug/trace-<pid>.log``, counting in the handler itself; ``fail_on_attempt: n``
-    raises a retryable error on attempt n, ``reject_on_attempt: n`` a user error (``failed``);
+    raises a retryable error on attempt n, ``reject_on_attempt: n`` a user error (``failed``),
+    ``reject`` that error on every attempt;
     ``write_sleep: s`` holds the output's temp file open that long before the rename.
     """
 
@@ -264,6 +265,8 @@ def make_debug(settings: Settings) -> Handler:
     def run(ctx: JobContext, p: dict[str, Any]) -> dict[str, Any]:
         if p.get("fail"):
             raise RuntimeError(f"debug job {ctx.job_id} was told to fail")
+        if p.get("reject"):
+            raise InputError(f"debug job {ctx.job_id} was told to refuse")
         sleep = float(p.get("sleep") or 0.0)
         if sleep > 0:
             steps = max(1, int(sleep / 0.05))

@@ -472,6 +472,9 @@ class Worker:
                     "%s: redis unavailable (%s); retrying in %.1fs", self.kind, exc, backoff
                 )
                 self._group_ready = False
+                # after an outage every pending job looks idle: give the owners' heartbeats
+                # one reclaim period to re-claim theirs before taking anything over
+                next_reclaim = time.monotonic() + self.cfg.reclaim_after_s
                 self.stop_event.wait(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 5.0)
             except redis.ResponseError as exc:
