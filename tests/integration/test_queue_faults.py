@@ -349,7 +349,8 @@ def test_a_worker_whose_job_thread_died_is_not_ready(
         _wait_for(lambda: q.r.zscore(q.keys.workers("t"), "w") is None, what="w to leave")
         assert q.r.zscore(q.keys.unready("t"), "w") is not None
         r = httpx.get(f"{api}/readyz", timeout=5)
-        assert r.status_code == 503 and "t" in r.json()["message"]
+        assert r.status_code == 503 and r.json()["unready"] == {"t": ["w"]}
+        assert "1 t worker(s) with a dead job thread" in r.json()["message"]
     finally:
         w.stop(1)
 

@@ -408,17 +408,24 @@ def v1_router(settings: Settings) -> APIRouter:
         svc = _svc(request)
         await svc.r.ping()
         workers = await svc.live_workers()
+        unready = await svc.unready_workers()  # alive, but a job thread died: not counted
         missing = [k for k, n in workers.items() if n == 0]
         if missing:
+            why = "".join(
+                f" ({len(unready[k])} {k} worker(s) with a dead job thread)"
+                for k in missing
+                if k in unready
+            )
             return JSONResponse(
                 {
-                    "message": f"not ready: no live worker for {', '.join(missing)}",
+                    "message": f"not ready: no live worker for {', '.join(missing)}{why}",
                     "redis": True,
                     "workers": workers,
+                    "unready": unready,
                 },
                 status_code=503,
             )
-        return {"status": "ready", "redis": True, "workers": workers}
+        return {"status": "ready", "redis": True, "workers": workers, "unready": unready}
 
     @r.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics(request: Request) -> Any:

@@ -196,6 +196,16 @@ class Service:
         counts = await pipe.execute()
         return {k: int(c) for k, c in zip(kinds, counts, strict=True)}
 
+    async def unready_workers(self) -> dict[str, list[str]]:
+        """Workers alive but not ready (a job thread died), by kind; kinds without any left out."""
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        kinds = list(self.settings.jobs.kinds)
+        for kind in kinds:
+            pipe.zrangebyscore(self.keys.unready(kind), now, "+inf")
+        names = await pipe.execute()
+        return {k: list(n) for k, n in zip(kinds, names, strict=True) if n}
+
     async def refresh_gauges(self) -> None:
         kinds = list(self.settings.jobs.kinds)
         pipe = self.r.pipeline(transaction=False)
