@@ -175,7 +175,7 @@ return close('ok')
 
 # Heartbeat: liveness (ready, broken or stopping) and the idle reset of the entries this worker
 # still owns. KEYS: stream, workers, unready; ARGV: name, expires, cutoff, state ('ready' |
-# 'broken' | 'stopping'), then entry, consumer pairs. Returns the entries no longer owned.
+# 'broken' | 'stopping'), then entry, consumer pairs. Returns the entries another consumer took.
 _BEAT = """
 if ARGV[4] == 'ready' then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
@@ -193,8 +193,8 @@ local lost = {}
 for i = 5, #ARGV, 2 do
   if #redis.call('XPENDING', KEYS[1], '@G', ARGV[i], ARGV[i], 1, ARGV[i + 1]) == 1 then
     redis.call('XCLAIM', KEYS[1], '@G', ARGV[i + 1], 0, ARGV[i], 'JUSTID')
-  else
-    table.insert(lost, ARGV[i])
+  elseif #redis.call('XPENDING', KEYS[1], '@G', ARGV[i], ARGV[i], 1) == 1 then
+    table.insert(lost, ARGV[i])  -- another consumer has it (not: just finished here)
   end
 end
 return lost
