@@ -54,7 +54,7 @@ def saver(root: str, base: int, seconds: float, out: Any) -> None:
             check(store.load(AVATAR))
         except Exception as exc:
             errors.append(f"save {base + i}: {type(exc).__name__}: {exc}")
-    out.put((errors, i))
+    out.put(("saves", errors, i))
 
 
 def reader(root: str, seconds: float, out: Any) -> None:
@@ -68,7 +68,7 @@ def reader(root: str, seconds: float, out: Any) -> None:
             loads += 1
         except Exception as exc:
             errors.append(f"load: {type(exc).__name__}: {exc}")
-    out.put((errors, loads))
+    out.put(("loads", errors, loads))
 
 
 def leftovers(root: Path) -> list[str]:
@@ -91,9 +91,12 @@ def test_racing_saves_and_loads_of_one_id(tmp_path: Path) -> None:
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
-    errors = [e for errs, _ in results for e in errs]
+    errors = [e for _, errs, _ in results for e in errs]
     assert errors == [], (len(errors), errors[:5])
-    assert all(count >= 10 for _, count in results), results  # they did overlap
+    # they did overlap: every process got through (saves of one id take turns, unordered)
+    saves = [n for role, _, n in results if role == "saves"]
+    loads = [n for role, _, n in results if role == "loads"]
+    assert min(saves) >= 1 and sum(saves) >= 30 and min(loads) >= 10, results
     assert check(store.load(AVATAR)) >= 10_000  # one of the savers' versions won
     assert leftovers(tmp_path) == []
     assert [a.avatar_id for a in store.list_avatars()] == [AVATAR]

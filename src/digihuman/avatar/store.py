@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import time
@@ -223,8 +224,8 @@ class AvatarStore:
                             f"avatar {avatar_id!r} has been locked by another save for over "
                             f"{timeout:.0f} s; try again when it finishes"
                         ) from None
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.2)
+                    time.sleep(pause * (0.5 + random.random()))  # jitter: no lockstep
+                    pause = min(pause * 2, 0.05)
             yield True
         finally:
             os.close(fd)  # releases the lock
