@@ -291,6 +291,12 @@ def test_bounds_and_unknown_jobs(db_url: str, redis_url: str, tmp_path: Path) ->
         assert r.status_code == 422
         r = c.get("/create/zbjv2", params={"username": "a", "count": 2})
         assert r.status_code == 422 and "job" in r.json()["message"]
+        r = c.get("/create/zbjv2", params={"username": "a\x00b\n", "job": "nur\x00se", "count": 1})
+        assert r.status_code == 200, r.text  # PostgreSQL refuses NUL: it never gets there
+        room = c.get(f"/v1/rooms/{r.json()['zbjname']}").json()
+        assert room["owner"] == "a b" and room["job"] == "nur se"
+        r = c.get("/create/zbj", params={"username": "\x00"})
+        assert r.status_code == 200 and r.json()["message"].startswith("room-")
 
         for job in ("宇航员", "Underwater basket weaver"):
             r = c.get("/create/zbjv2", params={"username": "a", "job": job, "count": 20})

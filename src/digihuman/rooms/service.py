@@ -7,6 +7,7 @@ settings section.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -30,6 +31,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_AVATAR = "data/portrait.jpg"
 """Where the bundled portrait is copied in the data root (the clips' default avatar)."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def clean_text(text: str) -> str:
+    """User text as stored: control characters (NUL, which PostgreSQL refuses, included) become
+    one space, ends trimmed."""
+    return _CONTROL.sub(" ", text).strip()
 
 
 def bundled_portrait() -> Path:
@@ -81,7 +91,7 @@ class Rooms:
     def create_room(self, username: str) -> RoomView:
         """A room without questions (the seed's ``/create/zbj``: a live room)."""
         return self.store.create(
-            owner=username.strip(),
+            owner=clean_text(username) or "?",
             language="zh",
             avatar=self.avatar(),
             timeout_s=self.settings.inactivity_timeout_s,
@@ -98,7 +108,7 @@ class Rooms:
     ) -> RoomView:
         """A room with ``count`` questions for ``job`` (language from the title's script unless
         given); its clips are then made by the conductor."""
-        job = job.strip()
+        job = clean_text(job)
         if not job:
             raise InputError("job is empty: give the position, e.g. job=Java开发工程师")
         limit = self.questions_settings.max_count
@@ -115,7 +125,7 @@ class Rooms:
             NewQuestion(q.text, q.competency, q.family, q.id, q.suggested_s) for q in qset.questions
         ]
         return self.store.create(
-            owner=username.strip(),
+            owner=clean_text(username) or "?",
             job=job,
             families=qset.families,
             language=lang,

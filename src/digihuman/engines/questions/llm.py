@@ -117,6 +117,7 @@ def check_answer(
             raise BadAnswer(f"questions[{n}] is neither an object nor a string")
         if not isinstance(text, str):
             raise BadAnswer(f"questions[{n}].text is not a string")
+        text = re.sub(r"[\x00-\x1f\x7f]+", " ", text)  # no control characters (NUL)
         text = re.sub(r"^\s*(?:\d+[.)、]|[-*•])\s*", "", text).strip()
         if not MIN_CHARS <= len(text) <= MAX_CHARS:
             raise BadAnswer(f"questions[{n}] has {len(text)} characters (allowed 4-400)")
