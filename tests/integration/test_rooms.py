@@ -395,3 +395,29 @@ def test_clips_resume_after_the_api_restarts(
         room = _wait_room(c, z, lambda b: b["status"] == "ready")
         assert [q["clip"]["status"] for q in room["questions"]] == ["ready", "ready"]
         assert all((root / q["clip"]["video"]).exists() for q in room["questions"])
+
+
+def test_a_full_queue_delays_clips_without_failing_them(
+    db_url: str, redis_url: str, tmp_path: Path, procs: Any, helpers: Any
+) -> None:
+    """With room for one TTS job only, a 3-question room gets its questions at once; the other
+    clips wait (not failed) and are made once workers drain the queue."""
+    from digihuman.api.app import create_app
+    from digihuman.config import JobSettings
+
+    root = tmp_path / "root"
+    s = _settings(root, redis_url, db_url)
+    s.jobs = JobSettings(**{**s.jobs.model_dump(), "max_queued": {"tts": 1, "render": 1}})
+    with TestClient(create_app(s)) as c:
+        r = c.get("/create/zbjv2", params={"username": "a", "job": "会计", "count": 3})
+        assert r.status_code == 200 and len(r.json()["question"]) == 3
+        z = r.json()["zbjname"]
+        time.sleep(1.0)  # a few conductor rounds against the full queue
+        clips = [q["clip"] for q in c.get(f"/v1/rooms/{z}").json()["questions"]]
+        assert [cl["status"] for cl in clips].count("failed") == 0
+        assert sum(cl["status"] == "speech" for cl in clips) >= 1
+        env = helpers.service_env(redis_url, root, DIGIHUMAN_LIPSYNC__ENGINE="fake")
+        procs.worker("tts", env)
+        procs.worker("render", env)
+        room = _wait_room(c, z, lambda b: b["status"] == "ready")
+        assert [q["clip"]["status"] for q in room["questions"]] == ["ready"] * 3

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from digihuman.errors import DigihumanError, QueueFull
 from digihuman.storage import DataRoot
 
 from .store import QuestionView, RoomStore, RoomView
@@ -152,18 +153,23 @@ class ClipConductor:
 
     async def step(self, only: str | None = None) -> list[str]:
         """Advance clips one step where possible; the job ids still running."""
-        clips = await asyncio.to_thread(self.store.unfinished_clips)
-        if only is not None:
-            clips = [(r, q) for r, q in clips if r.zbjname == only]
+        clips = await asyncio.to_thread(self.store.unfinished_clips, room=only)
         ids = [j for _, q in clips for j in (q.tts_job, q.render_job) if j]
         recs = await self.records(ids) if ids else {}
         waiting: list[str] = []
         touched: set[str] = set()
         for room, q in clips:
-            job = await self._advance(room, q, recs)
+            touched.add(room.zbjname)
+            try:
+                job = await self._advance(room, q, recs)
+            except QueueFull as e:  # try again next round (the claim was released)
+                log.info("clip conductor: %s", e)
+                break
+            except (OSError, DigihumanError) as e:  # this clip's own problem (a file, a path)
+                await self._fail(room.zbjname, q.index, f"clip failed: {e}")
+                continue
             if job:
                 waiting.append(job)
-            touched.add(room.zbjname)
         for name in touched:
             await asyncio.to_thread(self.store.mark_ready_if_done, name)
         return waiting

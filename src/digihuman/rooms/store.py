@@ -326,18 +326,22 @@ class RoomStore:
     # ---------------------------------------------------------------------------------------
     # clips
 
-    def unfinished_clips(self, limit: int = 500) -> list[tuple[RoomView, QuestionView]]:
-        """Clips still to make (pending / speech / render) of rooms that are not closed."""
+    def unfinished_clips(
+        self, limit: int = 500, *, room: str | None = None
+    ) -> list[tuple[RoomView, QuestionView]]:
+        """Clips still to make (pending / speech / render) of rooms that are not closed (of one
+        room when ``room`` is given), oldest rooms first."""
+        cond = and_(
+            Room.status != "closed",
+            RoomQuestion.clip_status.in_(("pending", "speech", "render")),
+        )
+        if room is not None:
+            cond = and_(cond, Room.id == room)
         with self._session.begin() as s:
             rows = s.execute(
                 select(Room.id, RoomQuestion.index)
                 .join(RoomQuestion, RoomQuestion.room_id == Room.id)
-                .where(
-                    and_(
-                        Room.status != "closed",
-                        RoomQuestion.clip_status.in_(("pending", "speech", "render")),
-                    )
-                )
+                .where(cond)
                 .order_by(Room.created_at, RoomQuestion.index)
                 .limit(limit)
             ).all()
