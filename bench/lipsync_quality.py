@@ -11,8 +11,9 @@
   between (word edges, breath) count for r but for neither mean. Goals: ratio ≥ 1.5, r ≥ 0.6.
   The silent frames' spread of opening (std) on the decoded video is not 0 even for identical
   rendered frames (the encoder's noise moves the mesh by ~0.004); *still* is the exact check:
-  the share of held-silence frames (silent, as are the 3 before them: the lips take ~2 frames
-  to close after a word) that the engine rendered identical to the previous one, before
+  the share of held-silence frames (silent, as are the 3 before them, since the lips take ~2
+  frames to close after a word, and the one after, since they may open a frame ahead of a
+  sound) that the engine rendered identical to the previous one, before
   encoding; 100 % when silence shows no blink and no jitter.
 
 ``--faces`` renders every face of the table (the bundled portraits, the test portraits under
@@ -185,14 +186,16 @@ SETTLE_FRAMES = 3
 
 
 def stillness(same: np.ndarray, env: np.ndarray) -> float:
-    """The share of held-silence frames (silent, as are the ``SETTLE_FRAMES`` before them) that
-    repeat the previous frame exactly."""
+    """The share of held-silence frames (silent, as are the ``SETTLE_FRAMES`` before them and
+    the one after: the 64 ms window may open the mouth a frame ahead of a sound) that repeat the
+    previous frame exactly."""
     n = min(len(same), len(env))
     silent = speech_masks(env[:n])[1]
     held = silent.copy()
     for k in range(1, SETTLE_FRAMES + 1):
         held[k:] &= silent[:-k]
     held[:SETTLE_FRAMES] = False
+    held[:-1] &= silent[1:]
     return float(same[:n][held].mean()) if held.any() else float("nan")
 
 
