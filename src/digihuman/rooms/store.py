@@ -349,10 +349,10 @@ class RoomStore:
             cache: dict[str, RoomView] = {}
             for rid, idx in rows:
                 if rid not in cache:
-                    room = s.get(Room, rid)
-                    if room is None:  # pragma: no cover - deleted meanwhile
+                    row = s.get(Room, rid)
+                    if row is None:  # pragma: no cover - deleted meanwhile
                         continue
-                    cache[rid] = _view(room)
+                    cache[rid] = _view(row)
                 view = cache[rid]
                 out.append((view, view.questions[idx]))
             return out
