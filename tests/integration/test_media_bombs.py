@@ -155,3 +155,26 @@ def test_large_frames_stop_at_the_byte_budget(bombs: dict[str, Path]) -> None:
     assert "fill the 256 MiB limit" in out["stderr"]
     assert out["peak_growth_mib"] < 256 + 160, out  # the frames + the decoder's own buffers
     assert out["seconds"] < 8, out
+
+
+def test_the_asr_worker_handler_refuses_the_opus_bomb_at_the_limit(
+    bombs: dict[str, Path], tmp_path: Path
+) -> None:
+    """The worker path, not only the library call: the ASR job handler passes the limit on."""
+    root = tmp_path / "root"
+    (root / "tests").mkdir(parents=True)
+    (root / "tests" / "hour.ogg").write_bytes(bombs["opus_hour"].read_bytes())
+    out = measure(
+        f"""
+        from digihuman.config import load_settings
+        from digihuman.jobs.handlers import make_asr
+        from digihuman.jobs.worker import JobContext
+        from digihuman.storage import DataRoot
+        s = load_settings(data_dir={str(root)!r}, asr={{"engine": "fake"}})
+        handle = make_asr(s)
+        ctx = JobContext("j1", "asr", {{"source": "tests/hour.ogg"}}, 1, DataRoot(s.data_dir))
+        result = handle(ctx)
+        """
+    )
+    assert out.get("error") == "TooLarge", out
+    assert out["peak_growth_mib"] < 200, out

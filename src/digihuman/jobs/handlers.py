@@ -125,7 +125,7 @@ def make_asr(settings: Settings) -> Handler:
             path = ctx.data_root.resolve(source, must_exist=True)
         try:
             ctx.progress(0.1, "decoding audio")
-            audio = load_audio(path)
+            audio = load_audio(path, max_seconds=api.max_audio_seconds)  # stops at the limit
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
@@ -183,7 +183,10 @@ def make_render(settings: Settings) -> Handler:
         p = ctx.payload
         source = str(p.get("source") or "")
         avatar_id = p.get("avatar_id")
-        audio = load_audio(root.resolve(str(p.get("audio") or ""), must_exist=True))
+        audio = load_audio(
+            root.resolve(str(p.get("audio") or ""), must_exist=True),
+            max_seconds=settings.api.max_audio_seconds,  # a decompression bomb stops at the limit
+        )
         seconds = len(audio) / 16000.0
         if seconds > settings.api.max_audio_seconds:
             raise TooLarge(

@@ -326,6 +326,12 @@ class Worker:
             n = sweep_temp_files(self.data_root, self.cfg.temp_sweep_after_s)
             if n:
                 log.info("%s: removed %d stale temp file(s) of killed attempts", self.kind, n)
+            if self.kind == "render":  # killed avatar saves leave versions nobody points to
+                from digihuman.avatar.store import AvatarStore
+
+                n = AvatarStore(self.data_root.avatars).sweep()
+                if n:
+                    log.info("render: removed %d leftover(s) of killed avatar saves", n)
         for i in range(self.concurrency):
             t = threading.Thread(
                 target=self._consume, args=(f"{self.name}:{i}",), name=f"job-{i}", daemon=True
