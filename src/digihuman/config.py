@@ -37,8 +37,9 @@ class MuseTalkSettings(BaseModel):
 
 
 class TTSSettings(BaseModel):
-    """Text to speech. ``engine``: auto (piper for English, espeak-ng pinyin for Mandarin, mixed
-    sentences split) | piper | espeak | openai | edge | cosyvoice | fake."""
+    """Text to speech. ``engine``: auto (Kokoro for Mandarin when installed, else espeak-ng
+    pinyin; piper for English unless ``kokoro_voice_en`` is set; mixed sentences split) | kokoro |
+    piper | espeak | openai | edge | cosyvoice | fake."""
 
     engine: str = "auto"
     voice: str | None = None
@@ -53,6 +54,11 @@ class TTSSettings(BaseModel):
     espeak_rate_zh: int = 110  # words per minute
     espeak_rate_en: int = 165
     espeak_pitch_zh: int | None = None  # 0-99; None: espeak-ng's 50
+    kokoro_dir: str | None = None  # the Kokoro model + voices; None: ~/.cache/digihuman/kokoro
+    kokoro_voice_zh: str = "zf_xiaoxiao"  # zf_xiaobei zf_xiaoni zf_xiaoyi zm_yunjian zm_yunxi ...
+    kokoro_voice_en: str | None = None  # e.g. af_heart; None: English on piper under auto
+    kokoro_speed: float = 1.0  # 0.5-2.0
+    kokoro_threads: int = 2  # onnxruntime intra-op threads
     openai_base_url: str | None = None
     openai_model: str = "tts-1"
     openai_api_key: SecretStr | None = None

@@ -25,12 +25,19 @@ def auto() -> TTSEngine:
 
 
 def test_registry_names() -> None:
-    assert {"auto", "piper", "espeak", "openai", "edge", "cosyvoice", "fake"} <= set(TTS.names())
+    names = {"auto", "kokoro", "piper", "espeak", "openai", "edge", "cosyvoice", "fake"}
+    assert names <= set(TTS.names())
 
 
 @pytest.mark.parametrize(
     ("engine", "cls"),
-    [("fake", "FakeTTS"), ("espeak", "EspeakTTS"), ("piper", "PiperTTS"), ("auto", "AutoTTS")],
+    [
+        ("fake", "FakeTTS"),
+        ("espeak", "EspeakTTS"),
+        ("piper", "PiperTTS"),
+        ("auto", "AutoTTS"),
+        ("kokoro", "KokoroTTS"),
+    ],
 )
 def test_engine_selection_by_settings(engine: str, cls: str) -> None:
     tts = create_tts(TTSSettings(engine=engine, max_chars=123))
@@ -75,7 +82,8 @@ def test_piper_refuses_chinese_with_a_hint() -> None:
 
 def test_auto_mixed_sentence_is_one_click_free_chunk(auto: TTSEngine) -> None:
     chunks = list(auto.synthesize("我喜欢Python编程。"))
-    assert len(chunks) == 1 and chunks[0].sample_rate == 22050
+    # Kokoro (Mandarin) at 24 kHz, piper (English) resampled to it
+    assert len(chunks) == 1 and chunks[0].sample_rate == auto.capabilities.sample_rate == 24000
     x = chunks[0].samples
     # at the seams between engines the signal is faded: no step larger than speech itself has
     assert np.max(np.abs(np.diff(x))) < 1.0

@@ -1,7 +1,8 @@
 """``digihuman models download`` and ``digihuman models verify``.
 
 MuseTalk weights go to ``<data root>/models`` in the official layout; ``--whisper NAME`` and
-``--funasr`` fetch the larger speech models where the ASR settings look for them.
+``--funasr`` fetch the larger speech models where the ASR settings look for them. ``verify``
+also lists the Kokoro TTS files (placed by ``scripts/install.sh``) with their checksums.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 
 from digihuman.cli import app
 
-models_app = typer.Typer(help="Fetch and check model weights (MuseTalk, whisper, FunASR).",
+models_app = typer.Typer(help="Fetch and check model weights (MuseTalk, whisper, FunASR, Kokoro).",
                          no_args_is_help=True)  # fmt: skip
 app.add_typer(models_app, name="models")
 
@@ -114,10 +115,10 @@ def verify(
     for v in versions:
         W.check_version(v)
     rows = W.verify(root, versions)
+    bad = _verify_speech()
     width = max(len(r.path) for r in rows)
     typer.echo(f"models: {root}")
     typer.echo(f"{'file':{width}}  {'ver':4} {'status':8} detail")
-    bad = False
     for r in rows:
         status = "ok" if r.ok else ("missing" if r.detail == "missing" else "BAD")
         if not r.ok and not r.required:
@@ -128,3 +129,24 @@ def verify(
     if bad:
         typer.echo(f"some files are missing or bad; {W.DOWNLOAD_HINT}", err=True)
         raise typer.Exit(1)
+
+
+def _verify_speech() -> bool:
+    """List the offline speech files (Kokoro model, vocabulary, voices) with their checksums;
+    True when one is present but bad. Missing ones are listed with the command that installs
+    them (Mandarin then falls back to espeak-ng)."""
+    from digihuman.config import load_settings
+    from digihuman.engines.tts import kokoro_files as K
+
+    tts = load_settings().tts
+    root = Path(tts.kokoro_dir).expanduser() if tts.kokoro_dir else K.default_kokoro_dir()
+    rows = K.check_files(root)
+    width = max(len(r.path) for r in rows)
+    typer.echo(f"kokoro (tts): {root}")
+    typer.echo(f"{'file':{width}}  {'status':8} detail")
+    for r in rows:
+        typer.echo(f"{r.path:{width}}  {r.status:8} {r.detail}")
+    if any(r.status == "missing" for r in rows):
+        typer.echo(f"kokoro files are missing (Mandarin falls back to espeak-ng); {K.INSTALL_HINT}")
+    typer.echo("")
+    return any(r.status == "BAD" for r in rows)

@@ -4,9 +4,9 @@
 * :func:`speech_stream` runs an engine and yields 16 kHz mono float32 chunks as it speaks
   (resampled on the fly, identical to resampling the whole file), ready for lip-sync.
 
-Engines (registered in :mod:`digihuman.engines.base`): auto, piper, espeak, openai, edge,
-cosyvoice, fake. Each synthesizes sentence by sentence, so the first chunk comes after the first
-sentence, not after the whole text.
+Engines (registered in :mod:`digihuman.engines.base`): auto, kokoro, piper, espeak, openai,
+edge, cosyvoice, fake. Each synthesizes sentence by sentence, so the first chunk comes after the
+first sentence, not after the whole text.
 """
 
 from __future__ import annotations
@@ -41,8 +41,17 @@ def tts_kwargs(settings: TTSSettings, engine: str | None = None) -> dict[str, An
         "rate_en": s.espeak_rate_en,
         "pitch_zh": s.espeak_pitch_zh,
     }
+    kokoro = {
+        "model_dir": s.kokoro_dir,
+        "voice_zh": s.kokoro_voice_zh,
+        "voice_en": s.kokoro_voice_en,
+        "speed": s.kokoro_speed,
+        "threads": s.kokoro_threads,
+    }
     if name == "auto":
-        return {**common, "piper": piper, "espeak": espeak}
+        return {**common, "piper": piper, "espeak": espeak, "kokoro": kokoro}
+    if name == "kokoro":  # the engine on its own speaks English too (af_heart unless set)
+        return {**common, **kokoro, "voice_en": s.kokoro_voice_en or "af_heart"}
     if name == "piper":
         return {**common, **piper}
     if name == "espeak":
