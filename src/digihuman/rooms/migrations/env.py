@@ -9,6 +9,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from digihuman.rooms import feedback as _feedback  # noqa: F401  # registers its table on Base
 from digihuman.rooms.models import Base
 
 config = context.config
