@@ -92,6 +92,28 @@ def test_default_mandarin_voice_is_understood(tts: TTSEngine, asr: ASREngine) ->
     assert accuracy >= 0.9, (accuracy, heard)
 
 
+def test_tts_job_speaks_mandarin_with_kokoro_by_default(
+    tmp_path: Path, asr: ASREngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The /tts job handler (what the API's /tts and the room questions use) with default
+    settings writes a 24 kHz Kokoro WAV that the offline ASR reads back."""
+    from digihuman.config import load_settings
+    from digihuman.jobs.handlers import make_tts
+    from digihuman.jobs.worker import JobContext
+    from digihuman.storage import DataRoot
+
+    monkeypatch.setenv("DIGIHUMAN_DATA_DIR", str(tmp_path))
+    settings = load_settings()
+    assert settings.tts.engine == "auto"
+    handle = make_tts(settings)
+    root = DataRoot(tmp_path).ensure()
+    out = handle(JobContext("q1", "tts", {"text": "请介绍一下你自己。"}, 1, root))
+    assert out["sample_rate"] == 24000
+    x = load_audio(root.root / out["path"])
+    text = asr.transcribe(x, language="zh").text
+    assert _char_errors(_han("请介绍一下你自己"), _han(text)) <= 1, text
+
+
 def test_silent_noise_and_empty_audio(asr: ASREngine) -> None:
     silent = asr.transcribe(np.zeros(16000 * 2, np.float32))
     assert silent.text == "" and silent.segments == ()
