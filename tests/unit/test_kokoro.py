@@ -7,6 +7,8 @@ from __future__ import annotations
 import logging
 import shutil
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +83,28 @@ def test_first_chunk_comes_after_the_first_sentence(kokoro: KokoroTTS) -> None:
 
 
 def test_a_stream_dropped_early_stops(kokoro: KokoroTTS) -> None:
-    stream = kokoro.synthesize("一。二。三。四。五。六。")
-    next(stream)
-    stream.close()  # the helper thread does not go on speaking the rest
+    started: list[str] = []
+    real = kokoro._sentence
+
+    def spy(sentence: str, language: str | None, voice: str | None) -> np.ndarray:
+        started.append(sentence)
+        return real(sentence, language, voice)
+
+    kokoro._sentence = spy  # type: ignore[method-assign]
+    try:
+        stream = kokoro.synthesize("一。二。三。四。五。六。")
+        next(stream)
+        stream.close()
+        # the helper thread finishes the sentence it was on, then stops
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and any(
+            t.name.startswith("tts-ahead") for t in threading.enumerate()
+        ):
+            time.sleep(0.05)
+        assert not any(t.name.startswith("tts-ahead") for t in threading.enumerate())
+        assert len(started) <= 2, started  # sentences 3-6 were never spoken
+    finally:
+        del kokoro._sentence  # type: ignore[attr-defined]
 
 
 def test_voice_by_name(kokoro: KokoroTTS) -> None:
