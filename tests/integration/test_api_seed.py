@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-SEED_STUBS = {"/bqfk", "/human", "/humanv2"}  # /create/zbj* work since [5/7]
+SEED_STUBS = {"/human", "/humanv2"}  # /create/zbj* and /bqfk work since [5/7]
 V1_STUBS = {"/v1/bqfk", "/v1/rooms", "/v1/human", "/v1/humanv2"}
 
 
@@ -78,8 +78,10 @@ def test_seed_client_calls_the_seven_endpoints(stack: tuple[str, Path]) -> None:
     assert list(r.json()) == ["message"] and isinstance(r.json()["message"], str)
 
     # the rest are routed with the seed's parameters and say when they arrive
+    # /bqfk answers the seed's {"message": "success"} at once (the analysis is a queued job)
+    r = c.get("/bqfk", params={"url": body["message"], "msId": "42", "index": "1"})
+    assert r.status_code == 200 and r.json() == {"message": "success"}, r.text
     calls = [
-        ("/bqfk", {"url": body["message"], "msId": "42", "index": "1"}),
         ("/human", {"zbjname": "room1", "audioUrl": body["message"]}),
         ("/humanv2", {"zbjname": "room1", "audioUrl": body["message"]}),
     ]

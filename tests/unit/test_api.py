@@ -60,7 +60,6 @@ def _is_json_error(r: Any, status: int) -> str:
 
 
 STUBS = [
-    ("/bqfk", {"url": "tests/a.mp4", "msId": "m1", "index": "0"}, "[5/7]"),
     ("/human", {"zbjname": "room1", "audioUrl": "tests/a.wav"}, "[6/7]"),
     ("/humanv2", {"zbjname": "room1", "audioUrl": "tests/a.wav"}, "[6/7]"),
 ]

@@ -214,8 +214,33 @@ def seed_router(settings: Settings) -> APIRouter:
         url: Url,
         msId: Name,
         index: Annotated[int, Query(ge=0, le=1_000_000)],
+        request: Request,
     ) -> Any:
-        raise _arrives("expression feedback (bqfk)", "[5/7]")
+        """Analyse the answer video ``url`` (a data-root path or an allow-listed http(s) URL)
+        for (``msId``, ``index``); answers ``{"message": "success"}`` at once. The result
+        appears at ``/v1/feedback/{msId}``."""
+        from digihuman.api.feedback import feedback_store
+        from digihuman.jobs.queue import new_job_id
+        from digihuman.rooms.feedback import check_index, check_ms_id
+
+        _limit(request)
+        check_ms_id(msId)
+        check_index(index)
+        svc = _svc(request)
+        source = await _check_source(svc, url)
+        store = await feedback_store(request)
+        job_id = new_job_id()
+        payload = {"source": source, "msId": msId, "index": index}
+        # the row first: a worker that starts at once must find it queued, not be overwritten
+        await asyncio.to_thread(store.queue, msId, index, job_id=job_id, source=source)
+        try:
+            await svc.enqueue("bqfk", payload, job_id)
+        except BaseException as exc:
+            await asyncio.to_thread(
+                store.fail, msId, index, job_id=job_id, error=f"not queued: {exc}"
+            )
+            raise
+        return {"message": "success"}
 
     @r.get("/human", summary="Schedule lip-sync for a room (returns seconds)")
     async def human(zbjname: Name, audioUrl: Url) -> Any:

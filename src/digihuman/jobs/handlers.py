@@ -145,8 +145,61 @@ def make_asr(settings: Settings) -> Handler:
 
 
 def make_bqfk(settings: Settings) -> Handler:
+    """Expression feedback on one answer video: sample, measure, aggregate, store the result
+    under (msId, index) in the rooms database (``running`` → ``done`` | ``failed``).
+
+    A job taken over after its worker died runs again from the start and overwrites the same
+    row: the stored result appears once. A corrupt or truncated video fails the job with the
+    reason, recorded in the job and in the row."""
+    from digihuman.engines.expression import analysis_options, analyze_video, create_expression
+    from digihuman.rooms.db import default_url, open_database
+    from digihuman.rooms.feedback import FeedbackStore, check_index, check_ms_id
+
+    engine = create_expression(settings.expression)
+    options = analysis_options(settings.expression)
+    api = settings.api
+    store = FeedbackStore(
+        open_database(settings.rooms.database_url or default_url(settings.data_dir))
+    )
+
     def handle(ctx: JobContext) -> dict[str, Any]:
-        raise ArrivesLater("expression feedback (bqfk) arrives with [5/7]")
+        ms_id = check_ms_id(str(ctx.payload.get("msId") or ""))
+        index = check_index(int(ctx.payload.get("index") or 0))
+        source = str(ctx.payload.get("source") or "")
+        if not source:
+            raise InputError("no video given: the url is empty")
+        store.start(ms_id, index, job_id=ctx.job_id, source=source)
+        tmp: Path | None = None
+        try:
+            if is_url(source):
+                tmp = ctx.data_root.tests / f".fetch-{ctx.job_id}"
+                ctx.progress(0.02, "downloading the video")
+                fetch_to(
+                    source,
+                    tmp,
+                    allowlist=api.url_allowlist,
+                    allow_private=api.allow_private_urls,
+                    max_bytes=api.max_fetch_bytes,
+                    timeout_s=api.fetch_timeout_s,
+                )
+                path = tmp
+            else:
+                path = ctx.data_root.resolve(source, must_exist=True)
+            ctx.progress(0.05, "analysing expressions")
+            summary = analyze_video(engine, path, options=options, progress=ctx.progress)
+        except DigihumanError as exc:
+            store.fail(ms_id, index, job_id=ctx.job_id, error=str(exc))
+            raise
+        except Exception as exc:  # retried by the worker (a later attempt rewrites the row)
+            err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            store.fail(ms_id, index, job_id=ctx.job_id, error=f"attempt {ctx.attempt}: {err}")
+            raise
+        finally:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        store.finish(ms_id, index, job_id=ctx.job_id, data=summary)
+        out = {k: v for k, v in summary.items() if k not in ("timeline", "options")}
+        return {"msId": ms_id, "index": index, **out}
 
     return handle
 

@@ -1,14 +1,17 @@
 """Stored expression feedback: one row per answer (``msId``, ``index``).
 
-The ``bqfk`` job writes it (``running`` when a worker starts, then ``done`` with the
-aggregates and the per-frame timeline, or ``failed`` with the error); ``GET /v1/feedback/{msId}``
-reads it. The row's key is the answer, so a job taken over by another worker after a kill
-overwrites the same row: the result is stored once. Same database as the rooms
-(:func:`digihuman.rooms.db.open_database`; schema in ``migrations/versions/0002_feedback.py``).
+The API marks it ``queued``; the ``bqfk`` job writes it (``running`` when a worker starts,
+then ``done`` with the aggregates and the per-frame timeline, or ``failed`` with the error);
+``GET /v1/feedback/{msId}`` reads it. The row's key is the answer, so a job taken over by
+another worker after a kill overwrites the same row: the result is stored once. A result is
+written only by the job that holds the row (a newer request for the same answer takes it).
+Same database as the rooms (:func:`digihuman.rooms.db.open_database`; schema in
+``migrations/versions/0002_feedback.py``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -23,7 +26,9 @@ from digihuman.errors import InputError
 
 from .models import Base
 
-FEEDBACK_STATUSES = ("running", "done", "failed")
+log = logging.getLogger(__name__)
+
+FEEDBACK_STATUSES = ("queued", "running", "done", "failed")
 MS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 """An msId: ASCII letters, digits, '_', '.', '-' (it names rows and chart URLs)."""
 MAX_INDEX = 1000
@@ -117,10 +122,20 @@ class FeedbackStore:
         source: str | None = None,
         data: dict[str, Any] | None = None,
         error: str | None = None,
-    ) -> FeedbackView:
+        own: bool = False,
+    ) -> FeedbackView | None:
         now = self._clock()
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
             row = s.get(ExpressionFeedback, (ms_id, index), with_for_update=True)
+            if own and row is not None and row.job_id != job_id:
+                log.info(
+                    "feedback %s/%d: job %s's result dropped (job %s has the row now)",
+                    ms_id,
+                    index,
+                    job_id,
+                    row.job_id,
+                )
+                return None
             if row is None:
                 row = ExpressionFeedback(ms_id=ms_id, index=index, created_at=now, data={})
                 s.add(row)
@@ -134,17 +149,28 @@ class FeedbackStore:
             s.flush()
             return _view(row)
 
-    def start(self, ms_id: str, index: int, *, job_id: str | None, source: str) -> FeedbackView:
-        """Mark the answer's analysis as running (a re-analysis replaces an earlier result)."""
+    def queue(self, ms_id: str, index: int, *, job_id: str, source: str) -> FeedbackView | None:
+        """The API accepted the job (no worker has started it yet)."""
+        return self._put(ms_id, index, status="queued", job_id=job_id, source=source)
+
+    def start(
+        self, ms_id: str, index: int, *, job_id: str | None, source: str
+    ) -> FeedbackView | None:
+        """A worker starts ``job_id`` on the answer: it takes the row (a re-analysis replaces
+        an earlier result)."""
         return self._put(ms_id, index, status="running", job_id=job_id, source=source)
 
     def finish(
         self, ms_id: str, index: int, *, job_id: str | None, data: dict[str, Any]
-    ) -> FeedbackView:
-        return self._put(ms_id, index, status="done", job_id=job_id, data=data)
+    ) -> FeedbackView | None:
+        """Store the result, unless a newer job took the row meanwhile (then None)."""
+        return self._put(ms_id, index, status="done", job_id=job_id, data=data, own=True)
 
-    def fail(self, ms_id: str, index: int, *, job_id: str | None, error: str) -> FeedbackView:
-        return self._put(ms_id, index, status="failed", job_id=job_id, error=error[:4000])
+    def fail(
+        self, ms_id: str, index: int, *, job_id: str | None, error: str
+    ) -> FeedbackView | None:
+        """Record the failure, unless a newer job took the row meanwhile (then None)."""
+        return self._put(ms_id, index, status="failed", job_id=job_id, error=error[:4000], own=True)
 
     def get(self, ms_id: str, index: int) -> FeedbackView | None:
         with self._sessions() as s:

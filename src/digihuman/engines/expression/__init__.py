@@ -1,0 +1,126 @@
+"""Expression analysis of a video answer: fer (default: MediaPipe face mesh + the FER model),
+fake.
+
+* :func:`create_expression` builds the engine an :class:`~digihuman.config.ExpressionSettings`
+  names; :func:`analysis_options` the sampling and aggregation options from the same section.
+* :func:`analyze_video` samples a video file, runs the engine and returns the per-answer
+  summary (aggregates + per-frame timeline), a JSON-able dict.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .aggregate import SummaryOptions, summarize
+
+if TYPE_CHECKING:
+    from digihuman.config import ExpressionSettings
+
+    from .base import ExpressionEngine
+
+
+def expression_kwargs(settings: ExpressionSettings, engine: str | None = None) -> dict[str, Any]:
+    name = engine or settings.engine
+    if name == "fer":
+        return {"num_threads": settings.num_threads}
+    return {}
+
+
+def create_expression(settings: ExpressionSettings, engine: str | None = None) -> ExpressionEngine:
+    from .base import EXPRESSION
+
+    name = engine or settings.engine
+    return EXPRESSION.create(name, **expression_kwargs(settings, name))
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    sample_fps: float = 2.0
+    eye_fps: float = 10.0
+    max_seconds: float = 3600.0
+    max_side: int = 960
+    max_yaw: float = 20.0
+    max_pitch: float = 20.0
+    blink_ratio: float = 0.6
+
+
+def analysis_options(settings: ExpressionSettings) -> AnalysisOptions:
+    s = settings
+    return AnalysisOptions(
+        sample_fps=s.sample_fps,
+        eye_fps=s.eye_fps,
+        max_seconds=s.max_seconds,
+        max_side=s.max_side,
+        max_yaw=s.max_yaw,
+        max_pitch=s.max_pitch,
+        blink_ratio=s.blink_ratio,
+    )
+
+
+def analyze_video(
+    engine: ExpressionEngine,
+    path: str | os.PathLike[str],
+    *,
+    options: AnalysisOptions = AnalysisOptions(),
+    progress: Callable[[float, str], None] | None = None,
+) -> dict[str, Any]:
+    """Sample ``path``, measure every sampled frame, aggregate. Raises
+    :class:`~digihuman.errors.InputError` for a corrupt, truncated or face-less-by-format file
+    (a video without any face is a valid answer: ``face_visible`` 0)."""
+    from .sampling import SampleStats, sample_video
+
+    stats = SampleStats()
+    frames = sample_video(
+        path,
+        sample_fps=options.sample_fps,
+        eye_fps=options.eye_fps,
+        max_seconds=options.max_seconds,
+        max_side=options.max_side,
+        stats=stats,
+    )
+    start = time.perf_counter()
+    measures = []
+    last_report = start
+    for m in engine.analyze(frames):
+        measures.append(m)
+        now = time.perf_counter()
+        if progress is not None and now - last_report >= 1.0:
+            last_report = now
+            declared = stats.declared_s or 0.0
+            frac = min(0.95, m.t / declared) if declared > 0 else 0.5
+            progress(frac, f"analysing expressions ({m.t:.0f} s)")
+    elapsed = time.perf_counter() - start
+    summary = summarize(
+        measures,
+        duration_s=stats.duration_s,
+        options=SummaryOptions(
+            sample_fps=options.sample_fps,
+            eye_fps=options.eye_fps,
+            max_yaw=options.max_yaw,
+            max_pitch=options.max_pitch,
+            blink_ratio=options.blink_ratio,
+            engine=engine.name,
+        ),
+    )
+    summary["analysis"] = {
+        "seconds": round(elapsed, 3),
+        "sampled_frames": len(measures),
+        "frames_per_s": round(len(measures) / elapsed, 1) if elapsed > 0 else None,
+        "decoded_frames": stats.decoded,
+        "stopped_at_limit": stats.stopped_at_limit,
+        "frame_size": list(stats.size),
+    }
+    return summary
+
+
+__all__ = [
+    "AnalysisOptions",
+    "analysis_options",
+    "analyze_video",
+    "create_expression",
+    "expression_kwargs",
+]
