@@ -148,11 +148,20 @@ class JobSettings(BaseModel):
     block_ms: int = 1000  # how long an idle worker blocks on the stream per read
     prefetch: int = 1  # jobs read per round trip per worker thread (raise for tiny jobs)
     shutdown_grace_s: float = 30.0  # SIGTERM: finish running jobs this long, then hand back
-    kinds: list[str] = Field(default_factory=lambda: ["tts", "asr", "bqfk", "render", "stream"])
+    kinds: list[str] = Field(
+        default_factory=lambda: ["tts", "asr", "bqfk", "render", "stream", "answer"]
+    )
     # Overload protection: at most this many jobs waiting (not yet finished) per kind; past it the
     # API answers 503 + Retry-After. A kind not listed uses ``max_queued_default``; 0: unbounded.
     max_queued: dict[str, int] = Field(
-        default_factory=lambda: {"tts": 2000, "asr": 500, "bqfk": 500, "render": 200, "stream": 200}
+        default_factory=lambda: {
+            "tts": 2000,
+            "asr": 500,
+            "bqfk": 500,
+            "render": 200,
+            "stream": 200,
+            "answer": 500,  # rooms: an uploaded answer's transcript, delivery and evaluation
+        }
     )
     max_queued_default: int = 1000
     queue_full_retry_after_s: float = 5.0
@@ -189,6 +198,11 @@ class RoomsSettings(BaseModel):
     clips: bool = True  # per question: a TTS job, then a render job
     tick_s: float = 1.0  # the clip conductor's longest wait between checks
     sweep_interval_s: float = 10.0  # how often idle rooms are closed
+    # answers (POST /v1/rooms/{zbjname}/answers/{index}): a streamed multipart upload
+    max_answer_bytes: int = 500 * 1024 * 1024  # the uploaded file; past it 413, nothing kept
+    long_pause_s: float = 2.0  # delivery metrics: a silence between words this long is a pause
+    evaluation: str = "auto"  # content evaluation: auto (when questions.openai_base_url is
+    # set) | openai | off; uses the questions section's OpenAI-compatible endpoint and model
 
 
 class ExpressionSettings(BaseModel):
@@ -197,7 +211,7 @@ class ExpressionSettings(BaseModel):
 
     engine: str = "fer"
     sample_fps: float = Field(default=2.0, gt=0, le=30)  # full analyses (timeline) per second
-    eye_fps: float = Field(default=10.0, ge=0, le=60)  # eye-only samples for blinks (0: off)
+    eye_fps: float = Field(default=15.0, ge=0, le=60)  # eye-only samples for blinks (0: off)
     max_seconds: float = 3600.0  # the analysis stops at this point of a video
     max_side: int = 960  # sampled frames are shrunk to this longer side
     max_yaw: float = 20.0  # |yaw| and |pitch| within these: looking at the camera

@@ -115,6 +115,17 @@ class ASRCapabilities:
     languages: tuple[str, ...]
     needs_network: bool = False
     timestamps: bool = True
+    word_timestamps: bool = False  # transcribe(..., word_timestamps=True) fills segment words
+
+
+@dataclass(frozen=True)
+class TranscriptWord:
+    """One recognised word (a Chinese character or a few, as the engine splits them)."""
+
+    start: float
+    end: float
+    text: str
+    probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,7 @@ class TranscriptSegment:
     start: float
     end: float
     text: str
+    words: tuple[TranscriptWord, ...] = ()  # only when asked for and the engine can
 
 
 @dataclass(frozen=True)

@@ -159,7 +159,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # middleware: the last added runs first (CORS answers preflights before the key check)
     if keys:
         _declare_api_key(app)
-    app.add_middleware(GuardMiddleware, api_keys=keys)
+    from digihuman.api.rooms import ANSWER_UPLOAD_PATH, UPLOAD_OVERHEAD
+
+    uploads = [(ANSWER_UPLOAD_PATH, settings.rooms.max_answer_bytes + UPLOAD_OVERHEAD)]
+    app.add_middleware(GuardMiddleware, api_keys=keys, upload_limits=uploads)
     if api.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from typing import Any
@@ -22,7 +23,7 @@ from urllib.parse import parse_qs
 from digihuman.observability import HTTP_LATENCY, HTTP_REQUESTS, RATE_LIMITED
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-JSON_BODY_LIMIT = 1024 * 1024  # bytes; the API takes no uploads yet
+JSON_BODY_LIMIT = 1024 * 1024  # bytes; every body but the upload routes' (``upload_limits``)
 
 
 async def send_json(send: Any, status: int, body: dict[str, Any], headers: list[Any]) -> None:
@@ -50,10 +51,22 @@ class GuardMiddleware:
         *,
         api_keys: list[tuple[str, str]] | None = None,
         body_limit: int = JSON_BODY_LIMIT,
+        upload_limits: list[tuple[str, int]] | None = None,
     ):
         self.app = app
         self.api_keys = [(name, key.encode()) for name, key in api_keys or []]  # (name, key)
         self.body_limit = body_limit
+        # (path regex, limit): POSTs to these paths (streamed uploads) are bounded by their own
+        # limit instead of body_limit; the route itself enforces the exact file-size cap
+        self.upload_limits = [(re.compile(p), int(n)) for p, n in upload_limits or []]
+
+    def _limit_for(self, scope: dict[str, Any]) -> int:
+        if scope.get("method") == "POST":
+            path = scope.get("path", "")
+            for pat, n in self.upload_limits:
+                if pat.fullmatch(path):
+                    return n
+        return self.body_limit
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -74,7 +87,7 @@ class GuardMiddleware:
                 status_box[0] = status
                 await send_json(send, status, {"message": msg}, extra)
                 return
-            await self.app(scope, self._bounded(receive), send_wrapper)
+            await self.app(scope, self._bounded(receive, self._limit_for(scope)), send_wrapper)
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
@@ -117,13 +130,13 @@ class GuardMiddleware:
                     n = int(v)
                 except ValueError:
                     return 400, "bad Content-Length header", []
-                if n > self.body_limit:
-                    return 413, f"request body is {n} bytes; the limit is {self.body_limit}", []
+                limit = self._limit_for(scope)
+                if n > limit:
+                    return 413, f"request body is {n} bytes; the limit is {limit}", []
         return None
 
-    def _bounded(self, receive: Any) -> Any:
+    def _bounded(self, receive: Any, limit: int) -> Any:
         seen = [0]
-        limit = self.body_limit
 
         async def wrapped() -> dict[str, Any]:
             message: dict[str, Any] = await receive()

@@ -18,6 +18,7 @@ import numpy as np
 
 from digihuman.config import Settings
 from digihuman.errors import DigihumanError, InputError, TooLarge
+from digihuman.jobs.answers import make_answer
 from digihuman.jobs.fetch import fetch_to, is_url
 from digihuman.jobs.worker import Handler, JobContext
 from digihuman.media.audio import save_wav
@@ -354,6 +355,7 @@ FACTORIES: dict[str, Callable[[Settings], Handler]] = {
     "render": make_render,
     "stream": make_stream,
     "debug": make_debug,
+    "answer": make_answer,  # rooms: uploaded answers (jobs/answers.py)
 }
 
 

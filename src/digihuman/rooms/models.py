@@ -82,8 +82,14 @@ class RoomQuestion(Base):
     room: Mapped[Room] = relationship(back_populates="questions")
 
 
+ANSWER_STATUSES = ("uploaded", "analysing", "done", "failed")
+"""An answer: uploaded (its ``answer`` job queued) → analysing → done | failed."""
+
+
 class RoomAnswer(Base):
-    """A candidate's answer to one question (filled by the answers feature)."""
+    """A candidate's answer to one question: the uploaded media and, once its ``answer`` job
+    ran, the transcript, delivery metrics and content evaluation (``data``). A new upload for
+    the same question replaces the row; ``job_id`` names the job whose results it takes."""
 
     __tablename__ = "room_answers"
 
@@ -91,9 +97,16 @@ class RoomAnswer(Base):
         String(64), ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True
     )
     index: Mapped[int] = mapped_column("idx", Integer, primary_key=True)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), index=True)
     media_path: Mapped[str | None] = mapped_column(String(1024))
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    media_type: Mapped[str | None] = mapped_column(String(8))  # audio | video
+    content_type: Mapped[str | None] = mapped_column(String(128))
+    media_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    job_id: Mapped[str | None] = mapped_column(String(128))  # the answer job
+    bqfk_job: Mapped[str | None] = mapped_column(String(128))  # expression analysis (video)
+    error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
 

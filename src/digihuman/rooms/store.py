@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from digihuman.errors import DigihumanError, InputError, NotFoundError
 
-from .models import STATUSES, Room, RoomQuestion
+from .models import STATUSES, Room, RoomAnswer, RoomQuestion
 
 ZBJNAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 """A room id: lower-case ASCII letters, digits and '-' (safe in URLs, file names, RTMP keys)."""
@@ -92,6 +92,33 @@ class AnswerView:
     status: str
     media_path: str | None
     data: dict[str, Any]
+    media_type: str | None = None
+    content_type: str | None = None
+    media_bytes: int | None = None
+    duration_s: float | None = None
+    job_id: str | None = None
+    bqfk_job: str | None = None
+    error: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+def _answer_view(a: RoomAnswer) -> AnswerView:
+    return AnswerView(
+        a.index,
+        a.status,
+        a.media_path,
+        dict(a.data or {}),
+        a.media_type,
+        a.content_type,
+        a.media_bytes,
+        a.duration_s,
+        a.job_id,
+        a.bqfk_job,
+        a.error,
+        a.created_at,
+        a.updated_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,9 +190,7 @@ def _view(room: Room) -> RoomView:
             )
             for q in room.questions
         ),
-        answers=tuple(
-            AnswerView(a.index, a.status, a.media_path, dict(a.data or {})) for a in room.answers
-        ),
+        answers=tuple(_answer_view(a) for a in room.answers),
     )
 
 
@@ -405,6 +430,99 @@ class RoomStore:
             room.status = "ready"
             room.updated_at = self.clock()
             return True
+
+    # ---------------------------------------------------------------------------------------
+    # answers
+
+    def put_answer(
+        self,
+        zbjname: str,
+        index: int,
+        *,
+        media_path: str,
+        media_type: str,
+        content_type: str | None,
+        media_bytes: int,
+        duration_s: float | None,
+        job_id: str,
+        bqfk_job: str | None = None,
+    ) -> tuple[AnswerView, str | None]:
+        """Store a new upload for question ``index`` (replacing an earlier answer to it) and
+        count it as activity; (the answer, the replaced answer's media path or None).
+
+        The room must be open and have that question (RoomClosed / NotFoundError otherwise)."""
+        with self._session.begin() as s:
+            room = s.get(Room, zbjname, with_for_update=True)  # serialises uploads per room
+            if room is None:
+                raise NotFoundError(f"no room {zbjname!r} (create one with /create/zbjv2)")
+            now = self.clock()
+            if self._expire_one(room, now):
+                raise RoomClosed(
+                    f"room {zbjname} is closed ({room.close_reason or 'closed'}); create a new one"
+                )
+            if not any(q.index == index for q in room.questions):
+                raise NotFoundError(
+                    f"room {zbjname} has no question {index} (it has {len(room.questions)})"
+                )
+            room.last_activity_at = now
+            room.expires_at = now + room.timeout_s
+            room.updated_at = now
+            row = s.get(RoomAnswer, (zbjname, index), with_for_update=True)
+            old = None
+            if row is None:
+                row = RoomAnswer(room_id=zbjname, index=index, created_at=now)
+                s.add(row)
+            else:
+                old = row.media_path
+            row.status = "uploaded"
+            row.media_path = media_path
+            row.media_type = media_type
+            row.content_type = content_type
+            row.media_bytes = int(media_bytes)
+            row.duration_s = duration_s
+            row.job_id = job_id
+            row.bqfk_job = bqfk_job
+            row.data = {}
+            row.error = None
+            row.updated_at = now
+            s.flush()
+            return _answer_view(row), (old if old != media_path else None)
+
+    def get_answer(self, zbjname: str, index: int) -> AnswerView | None:
+        with self._session.begin() as s:
+            row = s.get(RoomAnswer, (zbjname, index))
+            return None if row is None else _answer_view(row)
+
+    def update_answer(
+        self,
+        zbjname: str,
+        index: int,
+        *,
+        job_id: str,
+        status: str,
+        data: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record the ``answer`` job's progress or outcome, only while ``job_id`` is still the
+        answer's job (a newer upload's results are never overwritten by an older job); True
+        when written."""
+        values: dict[str, Any] = {"status": status, "updated_at": self.clock(), "error": error}
+        if data is not None:
+            values["data"] = data
+        with self._session.begin() as s:
+            res = s.execute(
+                update(RoomAnswer)
+                .where(
+                    and_(
+                        RoomAnswer.room_id == zbjname,
+                        RoomAnswer.index == index,
+                        RoomAnswer.job_id == job_id,
+                    )
+                )
+                .values(values)
+                .execution_options(synchronize_session=False)
+            )
+            return int(res.rowcount or 0) == 1  # type: ignore[attr-defined]  # CursorResult
 
     def session(self) -> Session:
         """A raw session (the answers and feedback features add their own queries)."""
