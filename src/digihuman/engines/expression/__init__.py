@@ -40,7 +40,7 @@ def create_expression(settings: ExpressionSettings, engine: str | None = None) -
 @dataclass(frozen=True)
 class AnalysisOptions:
     sample_fps: float = 2.0
-    eye_fps: float = 10.0
+    eye_fps: float = 15.0
     max_seconds: float = 3600.0
     max_side: int = 960
     max_yaw: float = 20.0

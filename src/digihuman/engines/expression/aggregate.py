@@ -30,7 +30,7 @@ MOVEMENT_LEVELS = ((8.0, "low"), (20.0, "moderate"))
 @dataclass(frozen=True)
 class SummaryOptions:
     sample_fps: float = 2.0
-    eye_fps: float = 10.0
+    eye_fps: float = 15.0
     max_yaw: float = 20.0
     max_pitch: float = 20.0
     blink_ratio: float = 0.6
