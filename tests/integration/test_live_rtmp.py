@@ -9,6 +9,7 @@ stream resumes on its own (reconnect with backoff).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -232,3 +233,103 @@ def test_rtmp_stream_is_steady_in_sync_and_survives_a_server_restart(
     # every tick recorded at 25 fps (the first frame's time is the AAC priming shift)
     assert np.allclose(np.diff(vt)[1:], 0.04, atol=1e-3)
     assert abs(len(vt) - session.tick) <= 2
+
+
+def live_state(c: Any, z: str, want: str, timeout: float = 10.0) -> dict[str, Any]:
+    """GET /v1/rooms/{z}/live until its state is ``want`` (an item starts on the next tick)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st: dict[str, Any] = c.get(f"/v1/rooms/{z}/live").json()
+        if st.get("state") == want or time.monotonic() > deadline:
+            assert st.get("state") == want, json.dumps(st)
+            return st
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_rooms_on_stream_workers_human_order_interrupt_clip_404_and_failover(
+    nginx: Nginx, redis_url: str, tmp_path: Path, procs: Any, helpers: Any
+) -> None:
+    """API + two ``stream`` worker processes + Redis + nginx: /human twice queues in order,
+    interrupt cuts and clears, /humanv2 without a clip is a 404 naming the paths, a bad audio
+    path is a 4xx at once; the owning worker is killed and the room comes back on the other."""
+    import httpx
+    import redis
+
+    root = tmp_path / "root"
+    (root / "tests").mkdir(parents=True)
+    wav = resources.files("digihuman.assets") / "speech_en.wav"
+    shutil.copy(str(wav), root / "tests" / "speech.wav")
+    seconds = len(load_audio(root / "tests" / "speech.wav")) / SR
+    env = helpers.service_env(
+        redis_url,
+        root,
+        DIGIHUMAN_JOBS__KINDS='["stream"]',
+        DIGIHUMAN_LIVE__RTMP_URL=f"rtmp://127.0.0.1:{nginx.port}/live/{{zbjname}}",
+        DIGIHUMAN_LIVE__LEASE_S="1.5",
+        DIGIHUMAN_LIVE__REPLY_TIMEOUT_S="25",
+        DIGIHUMAN_ROOMS__CLIPS="false",
+    )
+    workers = [procs.worker("stream", env), procs.worker("stream", env)]
+    api = procs.api(env)
+    helpers.wait_ready(redis_url, "stream", n=2, timeout=60)
+    c = httpx.Client(base_url=api, timeout=60)
+    z = c.get("/create/zbj", params={"username": "live test"}).json()["message"]
+
+    # a bad audio path is refused at once, before any room is opened
+    r = c.get("/human", params={"zbjname": z, "audioUrl": "tests/nope.wav"})
+    assert 400 <= r.status_code < 500 and "nope.wav" in r.json()["message"]
+    # no pre-rendered clip: a JSON 404 naming the paths tried
+    r = c.get("/humanv2", params={"zbjname": z, "audioUrl": "tests/nope.wav"})
+    assert r.status_code == 404 and r.json()["tried"] == [f"tests/{z}_nope.mp4", "tests/nope.mp4"]
+
+    first = c.get("/human", params={"zbjname": z, "audioUrl": "tests/speech.wav"})
+    assert first.status_code == 200, first.text
+    assert abs(first.json()["message"] - seconds) < 0.05  # its duration, nothing ahead
+    second = c.get("/human", params={"zbjname": z, "audioUrl": "tests/speech.wav"}).json()
+    assert seconds + 0.5 < second["message"] <= 2 * seconds + 0.05  # plus the queue ahead
+    st = live_state(c, z, "speaking")
+    assert [q["id"] for q in st["queued"]] == [second["id"]]
+    assert {s["kind"] for s in st["sinks"]} == {"rtmp", "file"}
+    owner = st["owner"]
+    puller = Puller(nginx.url(z), (0, 0, 16, 16))
+    puller.wait_frames(25)
+    puller.stop()
+
+    r = c.post(f"/v1/rooms/{z}/interrupt")
+    assert r.status_code == 200 and r.json()["dropped"] == 2
+    st = c.get(f"/v1/rooms/{z}/live").json()
+    assert st["state"] == "idle" and st["queued"] == [] and st["current"] is None
+
+    # a question's pre-rendered clip (tests/<z>_0.mp4 for tests/<z>_0.wav) plays into the stream
+    from digihuman.media.video import VideoWriter, read_image
+
+    face = read_image(root / "data" / "portrait.jpg")
+    with VideoWriter(root / "tests" / f"{z}_0.mp4", 25.0, audio=np.zeros(SR, np.float32)) as vw:
+        for _ in range(25):
+            vw.write(face)
+    r = c.get("/humanv2", params={"zbjname": z, "audioUrl": f"tests/{z}_0.wav"})
+    assert r.status_code == 200 and r.json()["clip"] == f"tests/{z}_0.mp4", r.text
+    assert abs(r.json()["message"] - 1.0) < 0.05
+    assert c.get(f"/v1/rooms/{z}/live").json()["state"] in ("clip", "idle")
+
+    # the owning worker dies: the room comes back on the other one
+    victim = next(w for w in workers if f":{w.pid}:" in owner)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=10)
+    rc = redis.Redis.from_url(redis_url, decode_responses=True)
+    deadline = time.monotonic() + 30
+    new_owner = None
+    while time.monotonic() < deadline:
+        new_owner = rc.get(f"digihuman:live:lease:{z}")
+        if new_owner and new_owner != owner:
+            break
+        time.sleep(0.1)
+    assert new_owner and new_owner != owner
+    again = c.get("/human", params={"zbjname": z, "audioUrl": "tests/speech.wav"})
+    assert again.status_code == 200 and abs(again.json()["message"] - seconds) < 0.05
+    st = live_state(c, z, "speaking")
+    assert st["owner"] == new_owner
+    puller = Puller(nginx.url(z), (0, 0, 16, 16))
+    puller.wait_frames(25)
+    puller.stop()

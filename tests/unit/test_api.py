@@ -59,17 +59,17 @@ def _is_json_error(r: Any, status: int) -> str:
     return str(body["message"])
 
 
-STUBS = [
-    ("/human", {"zbjname": "room1", "audioUrl": "tests/a.wav"}, "[6/7]"),
-    ("/humanv2", {"zbjname": "room1", "audioUrl": "tests/a.wav"}, "[6/7]"),
+LIVE = [
+    ("/human", {"zbjname": "room1", "audioUrl": "tests/a.wav"}),
+    ("/humanv2", {"zbjname": "room1", "audioUrl": "tests/a.wav"}),
 ]
 
 
-@pytest.mark.parametrize(("path", "params", "issue"), STUBS)
-def test_later_seed_endpoints_validate_then_answer_501(
-    client: TestClient, path: str, params: dict[str, str], issue: str
+@pytest.mark.parametrize(("path", "params"), LIVE)
+def test_live_seed_endpoints_validate_then_name_the_unknown_room(
+    client: TestClient, path: str, params: dict[str, str]
 ) -> None:
-    assert issue in _is_json_error(client.get(path, params=params), 501)
+    assert "room1" in _is_json_error(client.get(path, params=params), 404)
     for missing in params:
         partial = {k: v for k, v in params.items() if k != missing}
         assert missing in _is_json_error(client.get(path, params=partial), 422)

@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     import redis.exceptions as rexc
 
     from digihuman.api.feedback import feedback_router
+    from digihuman.api.live import live_router
     from digihuman.api.rooms import open_rooms, rooms_router
     from digihuman.api.routes import seed_router, v1_router
     from digihuman.api.security import GuardMiddleware, RateLimiter
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(seed_router(settings))
     app.include_router(rooms_router(settings))
+    app.include_router(live_router(settings))
     app.include_router(v1_router(settings))
     app.include_router(feedback_router(settings))
 

@@ -242,14 +242,6 @@ def seed_router(settings: Settings) -> APIRouter:
             raise
         return {"message": "success"}
 
-    @r.get("/human", summary="Schedule lip-sync for a room (returns seconds)")
-    async def human(zbjname: Name, audioUrl: Url) -> Any:
-        raise _arrives("room lip-sync (/human)", "[6/7]")
-
-    @r.get("/humanv2", summary="Push the synthesized video to the room's stream (seconds)")
-    async def humanv2(zbjname: Name, audioUrl: Url) -> Any:
-        raise _arrives("the live stream (/humanv2)", "[6/7]")
-
     return r
 
 
@@ -382,14 +374,6 @@ def v1_router(settings: Settings) -> APIRouter:
     @r.post("/v1/rooms", tags=["v1"])
     async def v1_rooms(req: Annotated[RoomRequest, Body()]) -> Any:
         raise _arrives("live rooms", "[5/7]")
-
-    @r.post("/v1/human", tags=["v1"])
-    async def v1_human(req: Annotated[HumanRequest, Body()]) -> Any:
-        raise _arrives("room lip-sync", "[6/7]")
-
-    @r.post("/v1/humanv2", tags=["v1"])
-    async def v1_humanv2(req: Annotated[HumanRequest, Body()]) -> Any:
-        raise _arrives("the live stream", "[6/7]")
 
     @r.get("/v1/jobs/{job_id}", tags=["v1"], response_model=JobView)
     async def v1_job(

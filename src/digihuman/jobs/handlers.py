@@ -206,10 +206,11 @@ def make_bqfk(settings: Settings) -> Handler:
 
 
 def make_stream(settings: Settings) -> Handler:
-    def handle(ctx: JobContext) -> dict[str, Any]:
-        raise ArrivesLater("the live stream pusher arrives with [6/7]")
+    """Live rooms: this worker holds rooms' live sessions (see :mod:`digihuman.jobs.live`)."""
+    from digihuman.jobs.live import make_stream_handler
 
-    return handle
+    handler: Handler = make_stream_handler(settings)
+    return handler
 
 
 def make_render(settings: Settings) -> Handler:

@@ -321,7 +321,10 @@ class LiveSession:
     def status(self) -> dict[str, Any]:
         with self._lock:
             cur = self._cur
-            state = "idle" if cur is None else ("speaking" if cur.kind == "speech" else "clip")
+            if cur is not None:
+                state = "speaking" if cur.kind == "speech" else "clip"
+            else:  # "starting": queued, it begins on the next tick (or cycle start, a clip)
+                state = "starting" if self._queue else "idle"
             return {
                 "state": state,
                 "current": None

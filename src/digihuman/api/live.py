@@ -1,0 +1,205 @@
+"""Live-room routes: the seed's ``/human`` and ``/humanv2``, and ``/v1/rooms/{zbjname}/live``,
+``/interrupt``.
+
+The API holds no session: it checks the request, makes sure the room is live (adds it to
+``live:rooms`` and enqueues a ``stream`` job when no worker holds it), then sends a command on
+the room's command stream and waits (``BLPOP``, bounded) for the owning worker's reply. See
+:mod:`digihuman.jobs.live` for the Redis layout.
+"""
+
+# no "from __future__ import annotations": FastAPI reads these annotations at run time
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from digihuman.api.service import Service
+from digihuman.config import Settings
+from digihuman.errors import DigihumanError, NotFoundError
+from digihuman.jobs.live import LiveKeys, clip_candidates
+
+SHORT = 256
+URL_MAX = 2048
+
+
+class LiveUnavailable(DigihumanError):
+    """No ``stream`` worker answered for the room in time."""
+
+    http_status = 503
+    retry_after_s = 5.0
+
+
+class LiveCommandError(DigihumanError):
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.http_status = status
+
+
+class HumanBody(BaseModel):
+    zbjname: str = Field(min_length=1, max_length=SHORT)
+    audioUrl: str = Field(min_length=1, max_length=URL_MAX)
+
+
+def _svc(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+async def _room(request: Request, zbjname: str) -> Any:
+    store = request.app.state.rooms.rooms.store
+    return await asyncio.to_thread(store.require, zbjname, open_=True)
+
+
+async def _ensure_open(request: Request, settings: Settings, zbjname: str) -> Any:
+    """The room (open, touched) with an entry in ``live:rooms`` and, when no worker holds it,
+    a ``stream`` job enqueued (once per lease period)."""
+    svc = _svc(request)
+    room = await _room(request, zbjname)
+    lk = LiveKeys(settings.redis.key_prefix)
+    await svc.r.hsetnx(lk.rooms, zbjname, json.dumps({"avatar": room.avatar}))
+    if not await svc.r.exists(lk.lease(zbjname)):
+        ttl = max(2, int(settings.live.lease_s))
+        if await svc.r.set(lk.opening(zbjname), "1", nx=True, ex=ttl):
+            await svc.enqueue("stream", {"zbjname": zbjname, "avatar": room.avatar})
+    store = request.app.state.rooms.rooms.store
+
+    def touch() -> None:
+        store.touch(zbjname)
+        if room.status in ("created", "ready"):
+            store.set_status(zbjname, "live")
+
+    with contextlib.suppress(DigihumanError):  # the room's own state refused: still plays
+        await asyncio.to_thread(touch)
+    return room
+
+
+async def _command(
+    request: Request,
+    settings: Settings,
+    zbjname: str,
+    op: str,
+    args: dict[str, Any] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    svc = _svc(request)
+    lk = LiveKeys(settings.redis.key_prefix)
+    cid = uuid.uuid4().hex
+    timeout = settings.live.reply_timeout_s if timeout_s is None else timeout_s
+    async with svc.wait_slot():
+        await svc.r.xadd(
+            lk.cmd(zbjname),
+            {"id": cid, "op": op, "args": json.dumps(args or {}), "at": f"{time.time():.3f}"},
+            maxlen=200,
+            approximate=True,
+        )
+        got = await svc.rw.blpop([lk.reply(cid)], timeout=max(1, round(timeout)))
+    if got is None:
+        raise LiveUnavailable(
+            f"no stream worker answered for room {zbjname} within {timeout:g} s; is a "
+            "`digihuman worker stream` running? (operators: live.reply_timeout_s)"
+        )
+    reply: dict[str, Any] = json.loads(got[1])
+    if not reply.pop("ok", False):
+        raise LiveCommandError(str(reply.get("message")), int(reply.get("status") or 500))
+    return reply
+
+
+async def _check_audio(request: Request, audio: str) -> None:
+    from digihuman.api.routes import _check_source
+
+    await _check_source(_svc(request), audio)  # a bad path or URL is a 4xx now
+
+
+def live_router(settings: Settings) -> APIRouter:
+    r = APIRouter()
+    Name = Annotated[str, Query(min_length=1, max_length=SHORT)]
+    Url = Annotated[str, Query(min_length=1, max_length=URL_MAX)]
+
+    async def human_(request: Request, zbjname: str, audio: str) -> dict[str, Any]:
+        await _room(request, zbjname)  # an unknown or closed room: 404/409 at once
+        await _check_audio(request, audio)  # a missing file or a refused URL: 4xx at once
+        await _ensure_open(request, settings, zbjname)
+        reply = await _command(request, settings, zbjname, "say", {"audio": audio})
+        return {"message": reply["seconds"], "id": reply["id"], "duration": reply["duration"]}
+
+    async def humanv2_(request: Request, zbjname: str, audio: str) -> Any:
+        svc = _svc(request)
+        await _room(request, zbjname)
+        tried = clip_candidates(zbjname, audio)
+        clip = None
+        for rel in tried:
+            try:
+                if svc.data_root.resolve(rel).is_file():
+                    clip = rel
+                    break
+            except DigihumanError:
+                continue
+        if clip is None:
+            return JSONResponse(
+                {
+                    "message": f"no pre-rendered clip for {audio!r}; tried {', '.join(tried)}",
+                    "tried": tried,
+                },
+                status_code=404,
+            )
+        await _ensure_open(request, settings, zbjname)
+        reply = await _command(request, settings, zbjname, "play", {"clip": clip})
+        return {"message": reply["seconds"], "id": reply["id"], "clip": clip}
+
+    @r.get("/human", tags=["seed"], summary="Speak audio in the room's live stream (seconds)")
+    async def human(request: Request, zbjname: Name, audioUrl: Url) -> Any:
+        """``{"message": seconds}``: the audio's duration plus what is queued ahead of it."""
+        return await human_(request, zbjname, audioUrl)
+
+    @r.get("/humanv2", tags=["seed"], summary="Play the question's pre-rendered clip (seconds)")
+    async def humanv2(request: Request, zbjname: Name, audioUrl: Url) -> Any:
+        return await humanv2_(request, zbjname, audioUrl)
+
+    @r.post("/v1/human", tags=["v1"])
+    async def v1_human(request: Request, req: Annotated[HumanBody, Body()]) -> Any:
+        return await human_(request, req.zbjname, req.audioUrl)
+
+    @r.post("/v1/humanv2", tags=["v1"])
+    async def v1_humanv2(request: Request, req: Annotated[HumanBody, Body()]) -> Any:
+        return await humanv2_(request, req.zbjname, req.audioUrl)
+
+    @r.post("/v1/rooms/{zbjname}/live", tags=["v1"], summary="Open the room's live stream")
+    async def open_live(request: Request, zbjname: str) -> Any:
+        await _ensure_open(request, settings, zbjname)
+        return await _command(request, settings, zbjname, "status")
+
+    @r.post("/v1/rooms/{zbjname}/interrupt", tags=["v1"], summary="Cut speech, clear the queue")
+    async def interrupt(request: Request, zbjname: str) -> Any:
+        await _room(request, zbjname)
+        lk = LiveKeys(settings.redis.key_prefix)
+        if not await _svc(request).r.hexists(lk.rooms, zbjname):
+            raise NotFoundError(f"room {zbjname} is not live (open it with /human or POST /live)")
+        return await _command(request, settings, zbjname, "interrupt")
+
+    @r.get("/v1/rooms/{zbjname}/live", tags=["v1"], summary="Idle or speaking, queue, sinks")
+    async def live_status(request: Request, zbjname: str) -> Any:
+        await _room(request, zbjname)
+        svc = _svc(request)
+        lk = LiveKeys(settings.redis.key_prefix)
+        owner = await svc.r.get(lk.lease(zbjname))
+        if owner:
+            try:
+                st = await _command(request, settings, zbjname, "status", timeout_s=3.0)
+                return {"live": True, **st}
+            except LiveUnavailable:
+                pass
+        raw = await svc.r.get(lk.status(zbjname))
+        wanted = await svc.r.hexists(lk.rooms, zbjname)
+        base = {"live": bool(wanted), "owner": owner, "state": "opening" if wanted else "closed"}
+        if raw:
+            base.update(json.loads(raw), stale=True)
+        return base
+
+    return r
