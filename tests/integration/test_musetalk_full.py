@@ -3,10 +3,16 @@
 The files have the official names, configs, key names, shapes and dtypes (3.4 GB fp32 UNet,
 whisper ``tiny.pt`` in fp16 with its decoder, the VAE with its old attention key names, the v1.5
 whisper as a Hugging Face folder); the v1.5 UNet file is a hard link to the v1.0 one (same
-architecture) to save writing another 3.4 GB. A full-size frame costs seconds on a CPU (UNet
-at 32×32 latents + the VAE decoder at 256×256: ~3 s on two cores), so this renders one second
-(25 frames) with each version, of the bundled portrait and speech, through the real face module
-and the render pipeline.
+architecture) to save writing another 3.4 GB, and v1.5 reuses the VAE and face-parsing files
+v1.0 wrote. ``models verify`` loads every file strictly (every key, every shape); each version
+then renders **three frames** (one batch) of the bundled portrait and speech through the real
+face module and the render pipeline: enough to prove the official layout loads and renders.
+A full-size frame costs ~3 s on two quiet cores (UNet at 32×32 latents + the VAE decoder at
+256×256), several times that on a busy machine, so a second of video (25 frames, the old test)
+took ~4.5 min of the suite.
+
+Each test carries its own timeout, at least 3× its time measured with another CPU-heavy
+process on one of the two cores (figures in docs/musetalk.md).
 """
 
 from __future__ import annotations
@@ -39,12 +45,16 @@ def full_dir(tmp_path_factory: pytest.TempPathFactory):
 
     d = tmp_path_factory.mktemp("full_models")
     RW.write_layout(d, "v1", size="full")
-    RW.write_layout(d, "v15", size="full", unet_from=d / "musetalk" / "pytorch_model.bin")
+    unet = d / "musetalk" / "pytorch_model.bin"
+    RW.write_layout(d, "v15", size="full", unet_from=unet, keep_shared=True)
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
 
+# measured on the shared 2-core VM with a busy loop beside the suite and other jobs (load
+# average 6-10): layout written + verified 68 s, each render 100-130 s (~30 s at load 4-5)
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # includes writing the 3.4 GB layout (the module fixture)
 def test_full_size_layout_verifies(full_dir: Path) -> None:
     from typer.testing import CliRunner
 
@@ -60,7 +70,8 @@ def test_full_size_layout_verifies(full_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("version", "n_frames"), [("v1", 25), ("v15", 25)])
+@pytest.mark.timeout(480)
+@pytest.mark.parametrize(("version", "n_frames"), [("v1", 3), ("v15", 3)])
 def test_full_size_render_on_cpu(full_dir: Path, tmp_path: Path, version: str, n_frames: int):
     from digihuman.engines.lipsync.musetalk.engine import MuseTalkEngine
     from digihuman.media.audio import load_audio

@@ -103,7 +103,8 @@ def _randomise(module: torch.nn.Module, generator: torch.Generator) -> dict[str,
             v = sinusoids(shape[0], shape[1])
         else:
             fan_in = max(1, int(torch.tensor(shape[1:]).prod().item())) if len(shape) > 1 else 1
-            v = torch.randn(shape, generator=generator) * min(0.02, fan_in**-0.5)
+            std = min(0.02, fan_in**-0.5)
+            v = torch.empty(shape).normal_(0.0, std, generator=generator)  # one pass, no temporary
         out[name] = v
     return out
 
@@ -208,11 +209,13 @@ def write_layout(
     size: str = "full",
     seed: int = 0,
     unet_from: Path | None = None,
+    keep_shared: bool = False,
 ) -> list[Path]:
     """Write random weights for ``version`` under ``models_dir``; returns the files written.
 
     ``unet_from``: hard-link an already written UNet file of the same architecture instead of
-    writing another 3.4 GB (v1.0 and v1.5 share it).
+    writing another 3.4 GB (v1.0 and v1.5 share it). ``keep_shared``: leave the files both
+    versions use (VAE, face parsing) when they exist already (the other version wrote them).
     """
     models_dir = Path(models_dir)
     g = torch.Generator().manual_seed(seed)
@@ -272,6 +275,10 @@ def write_layout(
         save(hf, "whisper/pytorch_model.bin")
         save({"feature_size": 80, "sampling_rate": 16000, "n_fft": 400, "hop_length": 160,
               "chunk_length": 30}, "whisper/preprocessor_config.json")  # fmt: skip
+    shared = ("sd-vae-ft-mse/diffusion_pytorch_model.bin", "face-parse-bisent/79999_iter.pth",
+              "face-parse-bisent/resnet18-5c106cde.pth", "sd-vae-ft-mse/config.json")  # fmt: skip
+    if keep_shared and all((models_dir / rel).is_file() for rel in shared):
+        return written
     save(vae_cfg, "sd-vae-ft-mse/config.json")
     save(_vae_state_old_keys(vae_cfg, g), "sd-vae-ft-mse/diffusion_pytorch_model.bin")
     parsing, backbone = _bisenet_states(g)
