@@ -123,7 +123,6 @@ def test_rate_limiter_token_bucket() -> None:
 def test_stub_kinds_and_unknown_kind(tmp_path: Path) -> None:
     from digihuman.config import Settings
     from digihuman.errors import InputError
-    from digihuman.jobs.handlers import ArrivesLater
     from digihuman.jobs.worker import JobContext
     from digihuman.storage import DataRoot
 
@@ -131,8 +130,14 @@ def test_stub_kinds_and_unknown_kind(tmp_path: Path) -> None:
     ctx = JobContext("j", "bqfk", {}, 1, DataRoot(tmp_path))
     with pytest.raises(InputError, match="msId"):  # bqfk works since [5/7]: it checks its input
         make_handler("bqfk", s)(ctx)
-    with pytest.raises(ArrivesLater, match=r"\[6/7\]"):
-        make_handler("stream", s)(ctx)
+    # stream works since [6/7]: its worker holds live sessions (a Redis nobody listens on here)
+    s.redis.url = "redis://127.0.0.1:9/15"
+    stream = make_handler("stream", s)
+    try:
+        with pytest.raises(InputError, match="zbjname"):
+            stream(ctx)
+    finally:
+        stream.host.stop()  # type: ignore[attr-defined]
     with pytest.raises(InputError, match="unknown job kind"):
         make_handler("nope", s)
 
