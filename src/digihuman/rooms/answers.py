@@ -252,11 +252,45 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n} bytes"
 
 
+def truncation(path: Path, ext: str) -> str | None:
+    """Why the file is cut short, or None: an MP4/MOV/M4A whose last top-level box runs past
+    the end of the file, a WAV whose RIFF header declares more bytes than there are (0 and
+    0xFFFFFFFF, which streaming recorders write, are accepted)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if ext in ("mp4", "mov", "m4a"):
+            pos = 0
+            while pos + 8 <= size:
+                fh.seek(pos)
+                head = fh.read(16)
+                n = int.from_bytes(head[:4], "big")
+                if n == 1 and len(head) >= 16:
+                    n = int.from_bytes(head[8:16], "big")
+                elif n == 0:  # the last box runs to the end of the file
+                    return None
+                if n < 8:
+                    return f"a malformed box at byte {pos}"
+                if pos + n > size:
+                    box = head[4:8].decode("latin-1")
+                    return f"its {box!r} box ends at byte {pos + n}, the file has {size}"
+                pos += n
+            return None
+        if ext == "wav":
+            head = fh.read(12)
+            declared = int.from_bytes(head[4:8], "little")
+            if declared not in (0, 0xFFFFFFFF) and declared + 8 > size:
+                return f"its header declares {declared + 8} bytes, the file has {size}"
+    return None
+
+
 def probe_answer(path: Path) -> dict[str, Any]:
     """What the stored file holds: ``media_type`` (video when it has a video track), duration.
-    UnsupportedMedia when it has no audio track or cannot be read as media."""
+    UnsupportedMedia when it is cut short, has no audio track or cannot be read as media."""
     from digihuman.media.video import probe
 
+    cut = truncation(path, path.suffix.lstrip("."))
+    if cut is not None:
+        raise UnsupportedMedia(f"the recording is truncated ({cut}); upload the whole file")
     try:
         info = probe(path)
     except InputError as e:

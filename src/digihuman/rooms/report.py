@@ -243,13 +243,11 @@ def _expr_summary(fb: Mapping[str, Any] | None) -> dict[str, Any] | None:
         "error",
         "face_visible",
         "looking_at_camera",
-        "dominant",
         "dominant_expressions",
-        "blinks_per_min",
-        "head_movement",
         "smile",
-        "frames",
-        "seconds",
+        "blinks_per_minute",
+        "head_movement",
+        "duration_s",
     )
     return {k: fb[k] for k in keep if k in fb}
 
@@ -420,7 +418,11 @@ def render_html(report: Mapping[str, Any], *, link_suffix: str = "") -> str:
         if x or a.get("expression_chart"):
             parts.append(f"<h4>{_e(t['expression'])}</h4>")
             if x:
-                dom = x.get("dominant") or x.get("dominant_expressions")
+                dom = ", ".join(
+                    f"{d.get('label')} {_pct(d.get('share'))}"
+                    for d in (x.get("dominant_expressions") or [])
+                    if isinstance(d, dict)
+                )
                 parts += [
                     "<table>",
                     f"<tr><th>{_e(t['face_l'])}</th><td>{_pct(x.get('face_visible'))}</td></tr>",

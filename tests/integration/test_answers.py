@@ -1,0 +1,434 @@
+"""Answers against real processes: an API process (uvicorn), an ``answer`` worker running
+whisper, a ``bqfk`` worker running the expression engine, a real Redis, and the rooms database
+on SQLite and on PostgreSQL (every test that takes ``stack`` runs once per database).
+
+The media are real: the bundled English speech (with a 3 s silence put in the middle and 1 s
+in front, so the pause measures have something to find) and a talking video rendered by the
+project's own ``digihuman render``. The refusals are real HTTP: a body over the cap, declared
+and streamed; the wrong type; an upload cut off mid-way on a raw socket. Nothing of a refused
+upload may stay on disk, in the database or in the queue.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+ASSETS = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets"
+PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+CAP = 40 * 1024 * 1024  # rooms.max_answer_bytes in these tests
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wav_bytes(x: np.ndarray, rate: int = 16000, channels: int = 1) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+def speech() -> np.ndarray:
+    with wave.open(str(ASSETS / "speech_en.wav")) as w:
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
+    return pcm.astype(np.float32) / 32768.0
+
+
+def paused_speech() -> bytes:
+    """1 s of silence, "Hello! I'm a digital human.", 3 s of silence, the rest."""
+    x = speech()
+    cut = int(2.25 * 16000)  # between "human." (ends ~2.0 s) and "I can speak" (~2.5 s)
+    z1, z3 = np.zeros(16000, np.float32), np.zeros(3 * 16000, np.float32)
+    return wav_bytes(np.concatenate([z1, x[:cut], z3, x[cut:]]))
+
+
+@dataclass
+class Stack:
+    api: str
+    root: Path
+    db_url: str
+    redis: Any
+    logs: Path
+
+
+def _db(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'rooms.db'}"
+        return
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
+    name = f"digihuman_test_{secrets.token_hex(5)}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest, redis_proc: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp(f"answers-{request.param}")
+    gen = _db(request.param, tmp)
+    db_url = next(gen)
+    root = tmp / "root"
+    prefix = f"t{secrets.token_hex(3)}:"  # each stack its own keys on the module's Redis
+    env = dict(os.environ)
+    env.update(
+        {
+            "DIGIHUMAN_REDIS_URL": redis_proc.url,
+            "DIGIHUMAN_REDIS__KEY_PREFIX": prefix,
+            "DIGIHUMAN_DATA_DIR": str(root),
+            "DIGIHUMAN_DATABASE_URL": db_url,
+            "DIGIHUMAN_JOBS__HEARTBEAT_S": "0.5",
+            "DIGIHUMAN_JOBS__BLOCK_MS": "200",
+            "DIGIHUMAN_JOBS__SHUTDOWN_GRACE_S": "5",
+            "DIGIHUMAN_LOG_LEVEL": "WARNING",
+            "DIGIHUMAN_ROOMS__CLIPS": "false",  # no question clips: not what is tested here
+            "DIGIHUMAN_ROOMS__MAX_ANSWER_BYTES": str(CAP),
+            "DIGIHUMAN_ASR__ENGINE": "whisper",
+            "DIGIHUMAN_ASR__CPU_THREADS": "2",
+            "DIGIHUMAN_API__RATE_LIMIT_PER_MINUTE": "0",
+        }
+    )
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(args: list[str], log: str) -> None:
+        fh = open(tmp / log, "wb")  # noqa: SIM115  # closed with the process
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "digihuman", *args],
+                env=env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    port = _free_port()
+    start(["worker", "answer"], "worker-answer.log")
+    start(["worker", "bqfk"], "worker-bqfk.log")
+    start(["api", "--port", str(port)], "api.log")
+    api = f"http://127.0.0.1:{port}"
+    r = redis_proc.client()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            up = httpx.get(f"{api}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            up = False
+        now = time.time()
+        alive = all(r.zcount(f"{prefix}workers:{k}", now, "+inf") for k in ("answer", "bqfk"))
+        if up and alive:
+            break
+        if any(p.poll() is not None for p in procs):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the API or the workers did not start; logs in {tmp}")
+    if any(p.poll() is not None for p in procs):
+        pytest.fail(f"a process died at start; logs in {tmp}")
+    try:
+        yield Stack(api, root, db_url, r, tmp)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for _ in gen:
+            pass
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A talking video made by the project's render (lite engine, bundled portrait + speech)."""
+    tmp = tmp_path_factory.mktemp("render")
+    out = tmp / "answer.mp4"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digihuman",
+            "render",
+            "--avatar",
+            str(ASSETS / "portrait.jpg"),
+            "--audio",
+            str(ASSETS / "speech_en.wav"),
+            "-o",
+            str(out),
+            "-q",
+        ],
+        check=True,
+        env={**os.environ, "DIGIHUMAN_DATA_DIR": str(tmp / "root")},
+        timeout=120,
+    )
+    return out.read_bytes()
+
+
+def new_room(st: Stack, count: int = 3, job: str = "Software Engineer") -> dict[str, Any]:
+    r = httpx.get(
+        f"{st.api}/create/zbjv2",
+        params={"username": "Candidate", "job": job, "count": count, "lang": "en"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    room = httpx.get(f"{st.api}/v1/rooms/{r.json()['zbjname']}", timeout=30).json()
+    assert room["status"] == "ready"
+    return room
+
+
+def upload(st: Stack, z: str, index: int, name: str, data: bytes, ctype: str) -> httpx.Response:
+    return httpx.post(
+        f"{st.api}/v1/rooms/{z}/answers/{index}",
+        files={"file": (name, io.BytesIO(data), ctype)},
+        timeout=120,
+    )
+
+
+def wait_answer(st: Stack, z: str, index: int, timeout: float = 150.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{st.api}/v1/rooms/{z}/answers/{index}", timeout=30).json()
+        if body.get("status") in ("done", "failed"):
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f"answer {index} of {z} never finished: {body}; logs in {st.logs}")
+
+
+def answer_files(st: Stack, z: str) -> list[str]:
+    d = st.root / "tests" / "answers"
+    return sorted(p.name for p in d.iterdir() if z in p.name) if d.is_dir() else []
+
+
+def queued(st: Stack, z: str) -> list[str]:
+    """The job records of the room's answers in Redis (their ids carry the room name)."""
+    return list(st.redis.scan_iter(match=f"*job:{z}_*"))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_audio_and_video_answers_are_transcribed_measured_and_analysed(
+    stack: Stack, video: bytes
+) -> None:
+    st = stack
+    room = new_room(st)
+    z = room["zbjname"]
+    before = room["last_activity"]
+
+    audio = paused_speech()
+    r = upload(st, z, 0, "answer.wav", audio, "audio/wav")
+    assert r.status_code == 202, r.text
+    a0 = r.json()
+    assert a0["media_type"] == "audio" and a0["bqfk_job"] is None and a0["bytes"] == len(audio)
+    assert a0["media"].startswith("tests/answers/") and a0["media"].endswith(".wav")
+    assert (st.root / a0["media"]).read_bytes() == audio  # stored byte for byte
+
+    r = upload(st, z, 1, "answer.mp4", video, "video/mp4")
+    assert r.status_code == 202, r.text
+    a1 = r.json()
+    assert a1["media_type"] == "video" and a1["bqfk_job"] and abs(a1["duration_s"] - 10.6) < 0.3
+
+    room2 = httpx.get(f"{st.api}/v1/rooms/{z}", timeout=30).json()
+    assert room2["last_activity"] > before  # an upload is activity: the room stays open
+    assert room2["expires"] > room["expires"]
+    assert [a["status"] for a in room2["answers"]][:2] in (
+        ["uploaded", "uploaded"],
+        ["analysing", "uploaded"],
+        ["done", "uploaded"],
+        ["analysing", "analysing"],
+        ["done", "analysing"],
+        ["done", "done"],
+    )
+
+    got0 = wait_answer(st, z, 0)
+    assert got0["status"] == "done", got0
+    tr = got0["transcript"]
+    assert tr["language"] == "en" and "digital human" in tr["text"].lower(), tr["text"]
+    assert tr["word_timings"] == "asr" and len(tr["words"]) >= 20
+    starts = [w[0] for w in tr["words"]]
+    assert starts == sorted(starts) and all(s <= e for s, e, _ in tr["words"])
+    assert 0.6 <= tr["words"][0][0] <= 1.5  # after the 1 s of silence in front
+    d = got0["delivery"]
+    assert d["unit"] == "words" and d["units"] >= 20
+    assert 100 <= d["rate_per_min"] <= 260, d  # espeak at ~165 words a minute
+    assert d["pauses"]["count"] >= 1 and 2.5 <= d["pauses"]["longest_s"] <= 4.0, d["pauses"]
+    assert 0.6 <= d["pauses"]["lead_in_s"] <= 1.5
+    suggested = room["questions"][0]["suggested_s"]
+    assert d["length"]["suggested_s"] == suggested
+    assert d["length"]["verdict"] == "short"  # ~14 s for a 60-120 s question
+    assert d["fillers"]["total"] == 0  # the synthetic voice says no "um"
+    assert got0["evaluation"] is None and got0["evaluation_error"] is None  # no LLM configured
+
+    got1 = wait_answer(st, z, 1)
+    assert got1["status"] == "done", got1
+    assert "digital human" in got1["transcript"]["text"].lower()
+    assert got1["delivery"]["pauses"]["count"] == 0  # the rendered speech has no long pause
+
+    # the expression analysis of the video ran on the bqfk worker, keyed msId = zbjname
+    deadline = time.monotonic() + 90
+    fb: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        r = httpx.get(f"{st.api}/v1/feedback/{z}", timeout=30)
+        if r.status_code == 200:
+            fb = {a["index"]: a for a in r.json()["answers"]}
+            if fb.get(1, {}).get("status") in ("done", "failed"):
+                break
+        time.sleep(0.3)
+    assert fb[1]["status"] == "done", fb
+    assert fb[1]["face_visible"] == 1.0 and 0 not in fb  # the audio answer has none
+
+
+def test_refused_and_cut_off_uploads_keep_nothing(stack: Stack, video: bytes) -> None:
+    st = stack
+    z = new_room(st, count=2)["zbjname"]
+    good = wav_bytes(np.zeros(15 * 16000, np.float32))  # valid, and silent: quick to analyse
+
+    # an earlier good answer to question 1 must survive every failed re-upload below
+    r = upload(st, z, 1, "first.wav", good, "audio/wav")
+    assert r.status_code == 202
+    kept = r.json()["media"]
+
+    # wrong type: a text file, a "video" that is not one, a truncated MP4 (moov never arrives)
+    r = upload(st, z, 0, "cv.txt", b"my CV\n" * 100, "text/plain")
+    assert r.status_code == 415 and "audio or video" in r.json()["message"]
+    r = upload(st, z, 0, "x.mp4", b"\x00" * 5000, "video/mp4")
+    assert r.status_code == 415
+    r = upload(st, z, 1, "cut.mp4", video[: len(video) // 3], "video/mp4")
+    assert r.status_code == 415 and "truncated" in r.json()["message"], r.text
+    r = httpx.post(
+        f"{st.api}/v1/rooms/{z}/answers/0", content=good, headers={"content-type": "audio/wav"}
+    )
+    assert r.status_code == 415 and "multipart/form-data" in r.json()["message"]
+
+    # over the cap: declared by Content-Length (refused before the body is read) ...
+    r = upload(st, z, 0, "big.wav", good + b"\x00" * (CAP + 2 * 1024 * 1024), "audio/wav")
+    assert r.status_code == 413 and "the limit is" in r.json()["message"], r.text
+
+    # ... and streamed without a length (chunked): refused once the cap is passed
+    def chunks() -> Iterator[bytes]:
+        boundary = b"--B0undary\r\n"
+        yield boundary + b'Content-Disposition: form-data; name="file"; filename="b.wav"\r\n'
+        yield b"Content-Type: audio/wav\r\n\r\n" + good
+        for _ in range(CAP // (1 << 20) + 2):
+            yield b"\x00" * (1 << 20)
+        yield b"\r\n--B0undary--\r\n"
+
+    try:
+        r = httpx.post(
+            f"{st.api}/v1/rooms/{z}/answers/1",
+            content=chunks(),
+            headers={"content-type": "multipart/form-data; boundary=B0undary"},
+            timeout=60,
+        )
+        assert r.status_code == 413 and "over the limit" in r.json()["message"], r.text
+    except httpx.TransportError:
+        pass  # the server answered 413 and closed while the client was still sending
+
+    # cut off mid-way: a raw socket sends half of the declared body, then hangs up
+    boundary = "cutB0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    body = head + good * 8 + f"\r\n--{boundary}--\r\n".encode()
+    port = int(st.api.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(
+            (
+                f"POST /v1/rooms/{z}/answers/1 HTTP/1.1\r\nHost: x\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body[: len(body) // 2]
+        )
+        deadline = time.monotonic() + 20  # until the server wrote part of it
+        while time.monotonic() < deadline and not any(".part" in n for n in answer_files(st, z)):
+            time.sleep(0.02)
+        assert any(".part" in n for n in answer_files(st, z)), "the upload never reached disk"
+    deadline = time.monotonic() + 20  # the hang-up reaches the server: its temp file goes
+    while time.monotonic() < deadline and any(".part" in n for n in answer_files(st, z)):
+        time.sleep(0.05)
+
+    # nothing of the refused uploads stayed: one file (the first answer), no temp files,
+    # one answer row, one queued answer job
+    assert answer_files(st, z) == [Path(kept).name]
+    room = httpx.get(f"{st.api}/v1/rooms/{z}", timeout=30).json()
+    assert [(a["index"], a["media"]) for a in room["answers"]] == [(1, kept)]
+    jobs = queued(st, z)
+    assert len([j for j in jobs if "-answer-" in j]) == 1, jobs
+    assert not [j for j in jobs if "-bqfk-" in j]
+
+    # the room still takes a good answer; the kept one was analysed (silence: nothing said)
+    r = upload(st, z, 0, "ok.wav", good, "audio/wav")
+    assert r.status_code == 202
+    got = wait_answer(st, z, 1)
+    assert got["status"] == "done" and got["transcript"]["text"] == "", got
+    assert got["delivery"]["rate"] == "none" and got["delivery"]["length"]["verdict"] == "none"
+
+    # unknown question, closed room: clear 4xx, nothing kept
+    r = upload(st, z, 5, "ok.wav", good, "audio/wav")
+    assert r.status_code == 404 and "no question 5" in r.json()["message"]
+    from digihuman.rooms.db import open_database
+    from digihuman.rooms.store import RoomStore
+
+    store = RoomStore(open_database(st.db_url))
+    try:
+        store.close_room(z, "test")
+    finally:
+        store.close()
+    n = len(answer_files(st, z))
+    r = upload(st, z, 0, "late.wav", good, "audio/wav")
+    assert r.status_code == 410 and "closed" in r.json()["message"]
+    assert len(answer_files(st, z)) == n
+
+
+def test_upload_throughput(stack: Stack) -> None:
+    """A 32 MB recording (silence at 48 kHz stereo) streamed to the real API; the figure is
+    printed (docs/architecture.md quotes it)."""
+    st = stack
+    z = new_room(st, count=1)["zbjname"]
+    seconds = 32 * 1024 * 1024 // (48000 * 4)
+    data = wav_bytes(np.zeros(48000 * seconds * 2, np.float32), rate=48000, channels=2)
+    t0 = time.perf_counter()
+    r = upload(st, z, 0, "long.wav", data, "audio/wav")
+    wall = time.perf_counter() - t0
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["bytes"] == len(data) and (st.root / body["media"]).stat().st_size == len(data)
+    mb_s = len(data) / 1e6 / wall
+    print(
+        f"\nupload throughput ({st.db_url.split(':')[0]}): {len(data) / 1e6:.1f} MB in "
+        f"{wall:.2f} s = {mb_s:.0f} MB/s end to end (server-side {body['upload_mb_per_s']} MB/s)"
+    )
+    assert mb_s > 5  # even a loaded 2-core machine streams far faster than a network
