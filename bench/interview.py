@@ -8,6 +8,12 @@ the bundled portrait) and an API process, all as ``digihuman serve`` would run t
 run: GET /create/zbjv2 (timed to the JSON answer), then GET /v1/rooms/<zbjname> until the room
 is ready (every clip's wav and mp4 written). ``--quick``: 2 questions, 1 run. Other sections
 (expression analysis, uploads) belong to the answers/feedback features and are added beside it.
+
+Section ``expression`` (``--sections expression``): expression analysis frames/s on this CPU
+(the fer engine: face mesh, FER, head pose, smile, eye contours) on a 720p answer video made of a
+talking head rendered by the project (lite engine, the bundled portrait) looped to 60 s
+(``--quick``: 20 s): the engine alone on decoded frames with every measure, and the whole
+analysis of the file (decode + 2 full and 15 eye samples per second + aggregation).
 """
 
 from __future__ import annotations
@@ -153,6 +159,67 @@ def bench_rooms(args: argparse.Namespace, tmp: Path) -> None:
         redis_proc.wait(timeout=30)
 
 
+def _answer_video(tmp: Path, seconds: float) -> Path:
+    """A 1280x720 answer video: the lite-rendered talking portrait, looped to ``seconds``."""
+    import cv2
+    import numpy as np
+
+    from digihuman.media.video import iter_video, write_video
+
+    assets = Path(__file__).resolve().parents[1] / "src" / "digihuman" / "assets"
+    talking = tmp / "talking.mp4"
+    cmd = [sys.executable, "-m", "digihuman", "render", "--avatar", str(assets / "portrait.jpg")]
+    cmd += ["--audio", str(assets / "speech_en.wav"), "-o", str(talking), "-q"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    frames = list(iter_video(talking))
+    canvas = np.full((720, 1280, 3), 90, np.uint8)
+
+    def place(f: np.ndarray) -> np.ndarray:
+        out = canvas.copy()
+        big = cv2.resize(f, (620, 620))
+        out[60:680, 330:950] = big
+        return out
+
+    n = int(seconds * 25)
+    out = tmp / "answer.mp4"
+    write_video(out, (place(frames[i % len(frames)]) for i in range(n)), 25)
+    return out
+
+
+def bench_expression(args: argparse.Namespace, tmp: Path) -> None:
+    from digihuman.engines.expression import AnalysisOptions, analyze_video
+    from digihuman.engines.expression.fer import FERExpression
+    from digihuman.engines.expression.sampling import sample_video
+
+    seconds = 20.0 if args.quick else 60.0
+    video = _answer_video(tmp, seconds)
+    engine = FERExpression()
+    full = list(sample_video(video, sample_fps=2, eye_fps=0))  # decoded beforehand
+    list(engine.analyze(full[:4]))  # warm-up
+    t0 = time.perf_counter()
+    n = sum(1 for _ in engine.analyze(full))
+    engine_fps = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    s = analyze_video(engine, video, options=AnalysisOptions())
+    wall = time.perf_counter() - t0
+    la = os.getloadavg()[0]
+    print(
+        f"expression analysis, fer engine, {seconds:.0f} s 1280x720 25 fps answer video, "
+        f"{os.cpu_count()} cores, load {la:.1f}"
+    )
+    print("| figure | value |")
+    print("| --- | ---: |")
+    print(f"| engine frames/s, every measure (2/s samples, decoded first) | {engine_fps:.0f} |")
+    per_s = s["analysis"]["sampled_frames"] / wall
+    print(f"| whole file: sampled frames/s (decode + 2 + 15 per s) | {per_s:.0f} |")
+    print(f"| whole file: video seconds per second | {seconds / wall:.1f} |")
+    print(f"| a 10-minute answer (extrapolated) | {600 / (seconds / wall):.0f} s |")
+    print(
+        f"| result: face_visible / looking / blinks per min | {s['face_visible']} / "
+        f"{s['looking_at_camera']} / {s['blinks_per_minute']} |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 questions, 1 run")
@@ -160,11 +227,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--tts", default="auto", help="TTS engine of the worker (default auto)")
     ap.add_argument("--lipsync", default="lite")
+    ap.add_argument("--sections", default="rooms,expression", help="comma-separated sections")
     args = ap.parse_args()
     args.count = args.count or (2 if args.quick else 5)
     args.runs = args.runs or (1 if args.quick else 3)
+    sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        bench_rooms(args, Path(tmp))
+        if "rooms" in sections:
+            bench_rooms(args, Path(tmp))
+        if "expression" in sections:
+            bench_expression(args, Path(tmp))
 
 
 if __name__ == "__main__":

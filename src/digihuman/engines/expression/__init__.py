@@ -42,7 +42,7 @@ class AnalysisOptions:
     sample_fps: float = 2.0
     eye_fps: float = 15.0
     max_seconds: float = 3600.0
-    max_side: int = 960
+    max_side: int = 1280
     max_yaw: float = 20.0
     max_pitch: float = 20.0
     blink_ratio: float = 0.6
@@ -71,16 +71,18 @@ def analyze_video(
     """Sample ``path``, measure every sampled frame, aggregate. Raises
     :class:`~digihuman.errors.InputError` for a corrupt, truncated or face-less-by-format file
     (a video without any face is a valid answer: ``face_visible`` 0)."""
-    from .sampling import SampleStats, sample_video
+    from .sampling import SampleStats, prefetch, sample_video
 
     stats = SampleStats()
-    frames = sample_video(
-        path,
-        sample_fps=options.sample_fps,
-        eye_fps=options.eye_fps,
-        max_seconds=options.max_seconds,
-        max_side=options.max_side,
-        stats=stats,
+    frames = prefetch(
+        sample_video(
+            path,
+            sample_fps=options.sample_fps,
+            eye_fps=options.eye_fps,
+            max_seconds=options.max_seconds,
+            max_side=options.max_side,
+            stats=stats,
+        )
     )
     start = time.perf_counter()
     measures = []

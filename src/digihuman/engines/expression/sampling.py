@@ -53,7 +53,7 @@ def sample_video(
     sample_fps: float = 2.0,
     eye_fps: float = 15.0,
     max_seconds: float = 3600.0,
-    max_side: int = 960,
+    max_side: int = 1280,
     min_complete: float = 0.97,
     stats: SampleStats | None = None,
 ) -> Iterator[TimedFrame]:
@@ -111,7 +111,9 @@ def sample_video(
                 scale = min(1.0, max_side / max(w, h, 1))
                 if scale < 1.0:
                     w, h = max(2, round(w * scale)) // 2 * 2, max(2, round(h * scale)) // 2 * 2
-                    img: Any = frame.to_ndarray(format="rgb24", width=w, height=h)
+                    img: Any = frame.to_ndarray(
+                        format="rgb24", width=w, height=h, interpolation="FAST_BILINEAR"
+                    )
                 else:
                     img = frame.to_ndarray(format="rgb24")
                 rot = int(getattr(frame, "rotation", 0) or 0) % 360
@@ -138,3 +140,47 @@ def sample_video(
                 f"the video {p.name} is truncated: it declares {st.declared_s:.1f} s but its "
                 f"frames end at {st.duration_s:.1f} s; {_HINT}"
             )
+
+
+def prefetch(frames: Iterator[TimedFrame], depth: int = 8) -> Iterator[TimedFrame]:
+    """Run ``frames`` (decoding) on a thread, ``depth`` frames ahead of the consumer, so
+    decoding and analysis overlap on two cores. Exceptions come out at the same place in the
+    stream; stopping early stops the thread."""
+    import queue
+    import threading
+
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for f in frames:
+                if not put(("frame", f)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            put(("error", exc))
+
+    th = threading.Thread(target=run, name="expression-decode", daemon=True)
+    th.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "frame":
+                yield item
+            elif kind == "error":
+                raise item
+            else:
+                return
+    finally:
+        stop.set()
+        th.join(timeout=10)
