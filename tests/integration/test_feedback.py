@@ -196,6 +196,14 @@ def test_bqfk_end_to_end_real_videos(
                 break
             time.sleep(0.2)
         assert a["status"] == "done" and a["error"] is None and a["face_visible"] == 1.0
+        # the typed API: POST /v1/bqfk answers 202 with the job
+        r = c.post("/v1/bqfk", json={"url": "tests/noface.mp4", "msId": "v1-m", "index": 0})
+        assert r.status_code == 202 and r.json()["feedback"] == "/v1/feedback/v1-m", r.text
+        job = c.get(f"/v1/jobs/{r.json()['id']}", params={"wait": 60}).json()
+        assert job["status"] == "done" and job["result"]["face_visible"] == 0.0, job
+        assert _wait_rows(c, "v1-m", 1)[0]["face_visible"] == 0.0
+        r = c.post("/v1/bqfk", json={"url": "tests/noface.mp4", "msId": "a/b", "index": 0})
+        assert r.status_code == 422 and r.json()["message"]
 
         # bad parameters: JSON 4xx with a reason, nothing queued
         bad = [

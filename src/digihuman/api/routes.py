@@ -367,9 +367,34 @@ def v1_router(settings: Settings) -> APIRouter:
             _data_path(svc, p)
         return await _enqueue_and_wait(request, "render", req.model_dump(), 0.0)
 
-    @r.post("/v1/bqfk", tags=["v1"], response_model=Message)
-    async def v1_bqfk(req: Annotated[BqfkRequest, Body()]) -> Any:
-        raise _arrives("expression feedback (bqfk)", "[5/7]")
+    @r.post("/v1/bqfk", tags=["v1"], status_code=202)
+    async def v1_bqfk(request: Request, req: Annotated[BqfkRequest, Body()]) -> Any:
+        """Queue the expression analysis of ``url`` for (``msId``, ``index``); answers 202 with
+        the job id; the result appears at ``/v1/feedback/{msId}``."""
+        from digihuman.api.feedback import feedback_store
+        from digihuman.jobs.queue import new_job_id
+        from digihuman.rooms.feedback import check_index, check_ms_id
+
+        _limit(request)
+        check_ms_id(req.msId)
+        check_index(req.index)
+        svc = _svc(request)
+        source = await _check_source(svc, req.url)
+        store = await feedback_store(request)
+        job_id = new_job_id()
+        await asyncio.to_thread(store.queue, req.msId, req.index, job_id=job_id, source=source)
+        try:
+            payload = {"source": source, "msId": req.msId, "index": req.index}
+            await svc.enqueue("bqfk", payload, job_id)
+        except BaseException as exc:
+            await asyncio.to_thread(
+                store.fail, req.msId, req.index, job_id=job_id, error=f"not queued: {exc}"
+            )
+            raise
+        return JSONResponse(
+            {"id": job_id, "status": "queued", "feedback": f"/v1/feedback/{req.msId}"},
+            status_code=202,
+        )
 
     @r.post("/v1/rooms", tags=["v1"])
     async def v1_rooms(req: Annotated[RoomRequest, Body()]) -> Any:
