@@ -345,6 +345,7 @@ class LiveSession:
                 "late_frames": self.late,
                 "skipped_ticks": self.skipped,
                 "fps": self.fps,
+                "events": list(self.events)[-8:],
                 "sinks": [s.health() for s in self.sinks],
             }
 
@@ -380,7 +381,9 @@ class LiveSession:
         cur.cancel.set()
         if self._prod is not None:
             self._prod.stop()
-        self.events.append({"id": cur.id, "event": how, "tick": self.tick})
+        self.events.append(
+            {"id": cur.id, "event": how, "tick": self.tick, "at": round(time.time(), 4)}
+        )
         self._cur, self._prod = None, None
 
     def _start_next_locked(self) -> None:
@@ -395,7 +398,9 @@ class LiveSession:
             self._prod = _Producer(
                 self.engine, self.prepared, nxt, self.cycle, self.fps, self.ahead
             )
-        self.events.append({"id": nxt.id, "event": "started", "tick": self.tick})
+        self.events.append(
+            {"id": nxt.id, "event": "started", "tick": self.tick, "at": round(time.time(), 4)}
+        )
 
     def step(self) -> tuple[np.ndarray, np.ndarray, bool]:
         """Produce tick ``self.tick``: (image, audio block, speaking) — and advance."""
