@@ -218,6 +218,10 @@ class LiveSettings(BaseModel):
     reply_timeout_s: float = 20.0  # the API's wait for the room's worker (covers a failover)
     command_max_age_s: float = 30.0  # a new owner skips commands older than this
     rtmp_backoff_max_s: float = 8.0
+    # WHIP publish template, e.g. http://srs:1985/rtc/v1/whip/?app=live&stream={zbjname}
+    whip_url: str | None = None
+    viewer: bool = True  # GET /v1/rooms/{zbjname}/view plays the room over WebRTC (aiortc)
+    max_viewers: int = 16  # WebRTC viewers per room
 
 
 class ExpressionSettings(BaseModel):

@@ -235,6 +235,44 @@ def test_rtmp_stream_is_steady_in_sync_and_survives_a_server_restart(
     assert abs(len(vt) - session.tick) <= 2
 
 
+def api_viewer_frames(api: str, z: str, want: int = 10, timeout: float = 20.0) -> int:
+    """Play the room as the viewer page does (a receive-only aiortc peer, offer through
+    ``POST /v1/rooms/{z}/webrtc``); the number of video frames received (up to ``want``)."""
+    import asyncio
+
+    import httpx
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    async def run() -> int:
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        frames = 0
+        done = asyncio.Event()
+
+        async def pump(track: Any) -> None:
+            nonlocal frames
+            if track.kind != "video":
+                return
+            while frames < want:
+                await track.recv()
+                frames += 1
+            done.set()
+
+        pc.on("track", lambda track: asyncio.ensure_future(pump(track)))
+        await pc.setLocalDescription(await pc.createOffer())
+        async with httpx.AsyncClient(base_url=api, timeout=30) as h:
+            r = await h.post(f"/v1/rooms/{z}/webrtc", json={"sdp": pc.localDescription.sdp})
+            r.raise_for_status()
+        await pc.setRemoteDescription(RTCSessionDescription(**r.json()))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout)
+        await pc.close()
+        return frames
+
+    return asyncio.run(run())
+
+
 def live_state(c: Any, z: str, want: str, timeout: float = 10.0) -> dict[str, Any]:
     """GET /v1/rooms/{z}/live until its state is ``want`` (an item starts on the next tick)."""
     deadline = time.monotonic() + timeout
@@ -290,11 +328,16 @@ def test_rooms_on_stream_workers_human_order_interrupt_clip_404_and_failover(
     assert seconds + 0.5 < second["message"] <= 2 * seconds + 0.05  # plus the queue ahead
     st = live_state(c, z, "speaking")
     assert [q["id"] for q in st["queued"]] == [second["id"]]
-    assert {s["kind"] for s in st["sinks"]} == {"rtmp", "file"}
+    assert {s["kind"] for s in st["sinks"]} == {"rtmp", "file", "webrtc"}
     owner = st["owner"]
     puller = Puller(nginx.url(z), (0, 0, 16, 16))
     puller.wait_frames(25)
     puller.stop()
+
+    # the built-in viewer: the page, and its WebRTC offer/answer relayed to the room's worker
+    page = c.get(f"/v1/rooms/{z}/view")
+    assert page.status_code == 200 and "RTCPeerConnection" in page.text
+    assert api_viewer_frames(api, z) >= 10
 
     r = c.post(f"/v1/rooms/{z}/interrupt")
     assert r.status_code == 200 and r.json()["dropped"] == 2
@@ -311,7 +354,14 @@ def test_rooms_on_stream_workers_human_order_interrupt_clip_404_and_failover(
     r = c.get("/humanv2", params={"zbjname": z, "audioUrl": f"tests/{z}_0.wav"})
     assert r.status_code == 200 and r.json()["clip"] == f"tests/{z}_0.mp4", r.text
     assert abs(r.json()["message"] - 1.0) < 0.05
-    assert c.get(f"/v1/rooms/{z}/live").json()["state"] in ("clip", "idle")
+    clip_id = r.json()["id"]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the clip plays (and ends) in the stream
+        ev = c.get(f"/v1/rooms/{z}/live").json()["events"]
+        if any(e["id"] == clip_id and e["event"] == "finished" for e in ev):
+            break
+        time.sleep(0.05)
+    assert [e["event"] for e in ev if e["id"] == clip_id] == ["started", "finished"]
 
     # the owning worker dies: the room comes back on the other one
     victim = next(w for w in workers if f":{w.pid}:" in owner)

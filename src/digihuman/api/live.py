@@ -42,6 +42,49 @@ class LiveCommandError(DigihumanError):
         self.http_status = status
 
 
+class Offer(BaseModel):
+    sdp: str = Field(min_length=10, max_length=20_000)
+    type: str = Field(default="offer", pattern="^offer$")
+
+
+VIEW_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>room __ROOM__</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{margin:0;background:#111;color:#bbb;font:14px sans-serif;text-align:center}
+video{max-width:100%;max-height:92vh;background:#000}</style></head>
+<body><video id="v" autoplay playsinline muted controls></video><div id="s">connecting</div>
+<script>
+const room = __ROOM_JSON__;
+const key = new URLSearchParams(location.search).get("key");
+const v = document.getElementById("v"), s = document.getElementById("s");
+async function start() {
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.addTransceiver("video", {direction: "recvonly"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
+  const ms = new MediaStream();
+  pc.ontrack = (e) => { ms.addTrack(e.track); v.srcObject = ms; };
+  pc.onconnectionstatechange = () => {
+    s.textContent = pc.connectionState;
+    if (pc.connectionState === "failed") { pc.close(); setTimeout(start, 2000); }
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === "complete") return done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
+    setTimeout(done, 2000);
+  });
+  const headers = {"Content-Type": "application/json"};
+  if (key) headers["X-API-Key"] = key;
+  const r = await fetch(`/v1/rooms/${room}/webrtc`, {method: "POST", headers,
+    body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer"})});
+  if (!r.ok) { s.textContent = (await r.json()).message; setTimeout(start, 5000); return; }
+  await pc.setRemoteDescription(await r.json());
+}
+start();
+</script></body></html>
+"""
+
+
 class HumanBody(BaseModel):
     zbjname: str = Field(min_length=1, max_length=SHORT)
     audioUrl: str = Field(min_length=1, max_length=URL_MAX)
@@ -182,6 +225,22 @@ def live_router(settings: Settings) -> APIRouter:
         if not await _svc(request).r.hexists(lk.rooms, zbjname):
             raise NotFoundError(f"room {zbjname} is not live (open it with /human or POST /live)")
         return await _command(request, settings, zbjname, "interrupt")
+
+    @r.post("/v1/rooms/{zbjname}/webrtc", tags=["v1"], summary="WebRTC offer → answer")
+    async def webrtc(request: Request, zbjname: str, offer: Annotated[Offer, Body()]) -> Any:
+        """The viewer page's signalling: a receive-only SDP offer in, the room's answer out
+        (aiortc in the room's stream worker; ``iceServers=[]``, host candidates)."""
+        await _ensure_open(request, settings, zbjname)
+        reply = await _command(request, settings, zbjname, "webrtc", {"sdp": offer.sdp})
+        return {"sdp": reply["sdp"], "type": reply["type"]}
+
+    @r.get("/v1/rooms/{zbjname}/view", tags=["v1"], summary="Watch the room (WebRTC page)")
+    async def view(request: Request, zbjname: str) -> Any:
+        from fastapi.responses import HTMLResponse
+
+        await _room(request, zbjname)  # a valid, open room: its name is [a-z0-9-] only
+        page = VIEW_PAGE.replace("__ROOM_JSON__", json.dumps(zbjname))
+        return HTMLResponse(page.replace("__ROOM__", zbjname))
 
     @r.get("/v1/rooms/{zbjname}/live", tags=["v1"], summary="Idle or speaking, queue, sinks")
     async def live_status(request: Request, zbjname: str) -> Any:

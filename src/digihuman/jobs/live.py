@@ -196,6 +196,11 @@ class LiveHost:
         if self.cfg.rtmp_url:
             url = self.cfg.rtmp_url.format(zbjname=zbjname)
             sinks.append(RtmpSink(url, fps=fps, backoff_s=(0.5, self.cfg.rtmp_backoff_max_s)))
+        if self.cfg.whip_url or self.cfg.viewer:
+            from digihuman.streaming.webrtc import WebRtcSink
+
+            whip = self.cfg.whip_url.format(zbjname=zbjname) if self.cfg.whip_url else None
+            sinks.append(WebRtcSink(fps=fps, whip_url=whip, max_viewers=self.cfg.max_viewers))
         if self.cfg.record:
             path = self.data_root.root / "results" / "live" / f"{zbjname}.mp4"
             sinks.append(FileSink(path, fps=fps))
@@ -355,6 +360,14 @@ class LiveHost:
             st = s.status()
             st.update(ok=True, owner=self.name)
             return st
+        if op == "webrtc":
+            rtc = next((k for k in s.sinks if getattr(k, "kind", "") == "webrtc"), None)
+            if rtc is None:
+                raise InputError("the built-in viewer is off (live.viewer); ask the operator")
+            sdp = str(args.get("sdp") or "")
+            if "v=0" not in sdp[:200]:
+                raise InputError('send the SDP offer as {"sdp": "v=0...", "type": "offer"}')
+            return {"ok": True, "sdp": rtc.answer(sdp), "type": "answer"}
         if op == "close":
             self._close(z, "closed by request", forget=True)
             return {"ok": True}
