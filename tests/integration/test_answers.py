@@ -172,8 +172,10 @@ def stack(
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """A talking video made by the project's render (lite engine, bundled portrait + speech)."""
+    out = tmp_path_factory.getbasetemp() / "rooms-answer-video.mp4"  # one render a session
+    if out.exists():
+        return out.read_bytes()
     tmp = tmp_path_factory.mktemp("render")
-    out = tmp / "answer.mp4"
     subprocess.run(
         [
             sys.executable,
@@ -442,3 +444,36 @@ def test_upload_throughput(stack: Stack) -> None:
     small = wav_bytes(np.zeros(16000, np.float32))
     assert upload(st, z, 0, "again.wav", small, "audio/wav").status_code == 202
     assert not (st.root / body["media"]).exists()  # the replaced upload's file is gone
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_replaced_answer_takes_no_results_from_its_old_job(kind: str, tmp_path: Path) -> None:
+    """The store side of at-least-once delivery: results are written only by the job the
+    answer row names; a second upload (new job) makes the first job's writes no-ops."""
+    from digihuman.rooms.db import open_database
+    from digihuman.rooms.store import NewQuestion, RoomStore
+
+    gen = _db(kind, tmp_path)
+    url = next(gen)
+    store = RoomStore(open_database(url))
+    try:
+        z = store.create(
+            owner="a", language="en", avatar="a", timeout_s=60, questions=[NewQuestion("Why?")]
+        ).zbjname
+        common = {"media_type": "audio", "content_type": None, "media_bytes": 10, "duration_s": 1.0}
+        first, old = store.put_answer(z, 0, media_path="tests/answers/1.wav", job_id="j1", **common)
+        assert old is None and first.status == "uploaded"
+        assert store.update_answer(z, 0, job_id="j1", status="analysing")
+        _, old = store.put_answer(z, 0, media_path="tests/answers/2.wav", job_id="j2", **common)
+        assert old == "tests/answers/1.wav"  # the caller removes the replaced file
+        assert not store.update_answer(z, 0, job_id="j1", status="done", data={"x": 1})
+        assert store.update_answer(z, 0, job_id="j2", status="done", data={"x": 2})
+        assert store.update_answer(z, 0, job_id="j2", status="done", data={"x": 2})  # again: same
+        got = store.get_answer(z, 0)
+        assert got is not None and (got.status, got.data, got.job_id) == ("done", {"x": 2}, "j2")
+        room = store.get(z)
+        assert room is not None and len(room.answers) == 1
+    finally:
+        store.close()
+        for _ in gen:
+            pass

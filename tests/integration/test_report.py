@@ -95,8 +95,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def video(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    out = tmp_path_factory.getbasetemp() / "rooms-answer-video.mp4"  # one render a session
+    if out.exists():
+        return out.read_bytes()
     tmp = tmp_path_factory.mktemp("render")
-    out = tmp / "answer.mp4"
     subprocess.run(
         [
             *(sys.executable, "-m", "digihuman", "render"),
