@@ -159,7 +159,8 @@ def test_v1_features_match_a_plain_reference_across_a_chunk_boundary(engines) ->
     ex = engines["v1"].load().audio
     audio = _speech(31.0)
     feats = ex.features(audio)
-    assert feats.shape == (1500 + 50, 5, 16)  # 3100 mel frames: 1500 + int(100 / 2) steps
+    assert feats.shape == (1500 + 50, 3, 16)  # 3100 mel frames: 1500 + int(100 / 2) steps
+    # (tiny whisper: the input embedding + 2 blocks; the full-size test has all 4)
     ref = _plain_v1_features(ex.encoder, audio)
     np.testing.assert_allclose(feats, ref, atol=1e-4)
 
@@ -168,7 +169,7 @@ def test_v15_features_per_segment_with_final_norm(engines) -> None:
     ex = engines["v15"].load().audio
     audio = _speech(1.3)
     feats = ex.features(audio)
-    assert feats.shape == (math.floor(1.3 * 50), 5, 16)
+    assert feats.shape == (math.floor(1.3 * 50), 3, 16)
     enc = ex.encoder
     seg = np.zeros(480000, np.float32)
     seg[: len(audio)] = audio
@@ -525,7 +526,7 @@ def test_engine_matches_plain_reference(engines, prepared, version: str) -> None
                 if version == "v1":
                     rows.append(feats[min(max(s, 0), len(feats) - 1)])
                 else:
-                    rows.append(feats[s] if 0 <= s < len(feats) else np.zeros((5, d), np.float32))
+                    rows.append(feats[s] if 0 <= s < len(feats) else np.zeros((3, d), np.float32))
             window = np.concatenate(rows).reshape(-1, d)
             src = source_index(i, 2)  # 0 1 1 0 0 1 ...
             x0, y0, x1, y1 = BOX
@@ -559,18 +560,18 @@ def test_version_blending_parameters(engines, prepared) -> None:
 def test_step_is_the_per_frame_function(engines) -> None:
     eng = engines["v1"]
     crop = _frames(1)[0, :256, :256]
-    window = np.random.default_rng(2).standard_normal((50, 16)).astype(np.float32)
+    window = np.random.default_rng(2).standard_normal((30, 16)).astype(np.float32)
     _, _, ref = _reference_crop(eng, crop, window, 7)
     got = eng.step(crop, window, frame=7)
     assert got.shape == (256, 256, 3) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, ref)  # one frame: bit-equal latents, the same decode
 
 
-def test_batch_size_does_not_change_output(tiny_dir: Path, engines, prepared) -> None:
+def test_batch_size_does_not_change_output(engines, prepared) -> None:
     frames, preps = prepared
     audio = _speech(0.4)
     a = engines["v1"]
-    b = MuseTalkEngine(models_dir=tiny_dir, version="v1", batch_size=1)
+    b = MuseTalkEngine(version="v1", batch_size=1, components=a.load())
     pa = preps["v1"]
     # latents: one frame at a time == the batched preparation (per-frame seeded samples)
     x0, y0, x1, y1 = BOX
@@ -585,8 +586,8 @@ def test_batch_size_does_not_change_output(tiny_dir: Path, engines, prepared) ->
     )
 
 
-def test_streaming_yields_early_and_counts_frames(engines, prepared) -> None:
-    eng = engines["v15"]
+def test_streaming_yields_early_and_counts_frames(light, prepared) -> None:
+    eng = MuseTalkEngine(version="v15", batch_size=4, components=light["v15"])
     prep = prepared[1]["v15"]
     audio = _speech(1.0)
     consumed = []
@@ -735,7 +736,7 @@ def light(engines):
     for version, eng in engines.items():
         base = eng.load()
         torch.manual_seed(0)
-        enc = AF.WhisperEncoder(n_state=16, n_head=2, n_layer=1, norm_last=version == "v15")
+        enc = AF.WhisperEncoder(n_state=16, n_head=1, n_layer=1, norm_last=version == "v15")
         audio = AF.AudioFeatureExtractor(enc, version=version)
         out[version] = Components(audio=audio, unet=base.unet, vae=base.vae, parser=base.parser)
     return out
@@ -796,15 +797,16 @@ def test_realtime_hour_holds_bounded_buffers_at_a_flat_cost(light, small, record
 def test_realtime_output_equals_the_whole_segment_computation(
     light, small, version: str, monkeypatch
 ) -> None:
-    """65 s streamed in uneven chunks, speech across both 30 s chunk boundaries: the frames
-    are bit-equal to those of the same engine reading its windows from the whole segment."""
-    audio = np.zeros(65 * 16000, np.float32)
-    for t0, t1 in ((0.0, 0.2), (29.9, 30.1), (59.9, 60.1)):
+    """34 s streamed in uneven chunks, speech across the 30 s chunk boundary: the frames are
+    bit-equal to those of the same engine reading its windows from the whole segment (the
+    stream-level test above goes across two boundaries)."""
+    audio = np.zeros(34 * 16000, np.float32)
+    for t0, t1 in ((0.0, 0.2), (29.9, 30.1)):
         a, b = int(t0 * 16000), int(t1 * 16000)
         audio[a:b] = _speech(1.0, seed=a)[: b - a]
     cuts = np.union1d(
-        np.sort(np.random.default_rng(7).choice(len(audio), 8, replace=False)),
-        [480_000 - 50, 480_000 + 250, 960_000 + 100],
+        np.sort(np.random.default_rng(7).choice(len(audio), 5, replace=False)),
+        [480_000 - 50, 480_000 + 250],
     )
 
     def render() -> list[VideoFrame]:
@@ -821,4 +823,4 @@ def test_realtime_output_equals_the_whole_segment_computation(
               if not np.array_equal(x.image, y.image) or x.speaking != y.speaking]  # fmt: skip
     assert differ == []
     speaking = [f.index for f in whole if f.speaking]
-    assert {0, 750, 1500} <= set(speaking) and len(speaking) < 40  # at the chunk boundaries
+    assert {0, 750} <= set(speaking) and len(speaking) < 30  # at the start, at the boundary

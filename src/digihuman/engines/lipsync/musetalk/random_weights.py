@@ -79,8 +79,9 @@ TINY_VAE = {
     "layers_per_block": 1,
     "norm_num_groups": 4,
 }
-TINY_WHISPER = {**WHISPER_DIMS, "n_audio_state": 16, "n_audio_head": 2, "n_text_state": 16,
-                "n_text_head": 2, "n_text_layer": 1, "n_vocab": 100}  # fmt: skip
+TINY_WHISPER = {**WHISPER_DIMS, "n_audio_state": 16, "n_audio_head": 2, "n_audio_layer": 2,
+                "n_text_state": 16, "n_text_head": 2, "n_text_layer": 1,
+                "n_vocab": 100}  # fmt: skip
 
 
 def _randomise(module: torch.nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
