@@ -237,6 +237,14 @@ class ExpressionSettings(BaseModel):
     max_pitch: float = 20.0
     blink_ratio: float = 0.6  # eyes closed: openness below this share of the open level
     num_threads: int | None = None  # LiteRT threads per model (None: up to 4 cores)
+    # an optional written summary by a vision LLM (OpenAI-compatible /chat/completions):
+    # auto = on when summary_base_url or questions.openai_base_url is set; openai | off
+    summary: str = "auto"
+    summary_base_url: str | None = None  # None: questions.openai_base_url
+    summary_model: str | None = None  # None: questions.openai_model
+    summary_api_key: SecretStr | None = None  # None: questions.openai_api_key
+    summary_timeout_s: float = 30.0
+    summary_frames: int = 3  # frames sent with the aggregates
 
 
 class Settings(BaseSettings):

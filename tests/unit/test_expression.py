@@ -5,6 +5,7 @@ truncated files, head roll, blinks, sampling rates, aggregation, the chart, and 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -327,3 +328,135 @@ def test_yaw_and_pitch_follow_a_rotated_mesh(portrait: np.ndarray, deg: float) -
     yaw2, pitch2, _ = head_pose(*view(p @ nod.T))  # the chin comes up
     assert pitch2 - pitch0 == pytest.approx(deg, abs=3)
     assert abs(yaw2 - yaw0) < 4
+
+
+# ------------------------------------------------------------------------------- LLM summary
+
+
+class _FakeLLM:
+    """A local OpenAI-compatible /chat/completions: answers from a list of behaviours
+    ("ok", "ok-zh", "malformed", "slow"), recording each request body."""
+
+    def __init__(self, behaviours: list[str]) -> None:
+        import http.server
+        import json
+        import threading
+
+        self.behaviours = behaviours
+        self.bodies: list[dict[str, object]] = []
+        fake = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.bodies.append(body)
+                kind = fake.behaviours[min(len(fake.bodies), len(fake.behaviours)) - 1]
+                if kind == "slow":
+                    time.sleep(2.0)
+                text = {
+                    "ok": '{"summary": "Calm and smiling, facing the camera.", '
+                    '"suggestion": "Pause before key points."}',
+                    "ok-zh": '```json\n{"summary": "表情自然，面带微笑。", '
+                    '"suggestion": "放慢语速。"}\n```',
+                    "malformed": "Sure! Here is my view: the candidate smiles",
+                }.get(kind, "{}")
+                out = json.dumps({"choices": [{"message": {"content": text}}]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                except OSError:
+                    pass  # the client gave up (timeout)
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.srv.shutdown()
+
+
+def test_vision_summary_against_a_fake_server(portrait: np.ndarray) -> None:
+    from digihuman.engines.expression.summary import VisionSummary
+
+    facts = {"face_visible": 1.0, "looking_at_camera": 0.9, "smile": 0.8}
+    frames = [portrait, portrait[:, ::-1].copy()]
+    fake = _FakeLLM(["ok"])
+    try:
+        got = VisionSummary(base_url=fake.url, model="vis", timeout_s=5).summarize(facts, frames)
+        assert got["summary"].startswith("Calm") and got["suggestion"] and got["attempts"] == 1
+        (body,) = fake.bodies
+        parts = body["messages"][0]["content"]  # type: ignore[index]
+        assert parts[0]["type"] == "text" and '"looking_at_camera": 0.9' in parts[0]["text"]
+        assert [p["image_url"]["url"][:23] for p in parts[1:]] == ["data:image/jpeg;base64,"] * 2
+    finally:
+        fake.close()
+    fake = _FakeLLM(["malformed", "ok-zh"])  # retried; a fenced JSON answer in Chinese
+    try:
+        got = VisionSummary(base_url=fake.url, timeout_s=5).summarize(facts, [], language="zh")
+        assert got["summary"] == "表情自然，面带微笑。" and got["attempts"] == 2
+    finally:
+        fake.close()
+    fake = _FakeLLM(["ok"])  # English where Chinese was asked: refused
+    try:
+        got = VisionSummary(base_url=fake.url, timeout_s=5, retries=0).summarize(
+            facts, [], language="zh"
+        )
+        assert "not in Chinese" in got["error"]
+    finally:
+        fake.close()
+    fake = _FakeLLM(["slow"])
+    try:
+        t0 = time.monotonic()
+        got = VisionSummary(base_url=fake.url, timeout_s=0.5, retries=1).summarize(facts, [])
+        assert got["error"] == "timed out after 0.5 s" and time.monotonic() - t0 < 4
+    finally:
+        fake.close()
+
+
+def test_bqfk_handler_stores_the_summary_when_configured(
+    tmp_path: Path, videos: dict[str, Path]
+) -> None:
+    import shutil
+
+    from digihuman.config import ExpressionSettings, QuestionsSettings, Settings
+    from digihuman.jobs.handlers import make_handler
+    from digihuman.jobs.worker import JobContext
+    from digihuman.rooms.db import default_url, open_database
+    from digihuman.rooms.feedback import FeedbackStore
+    from digihuman.storage import DataRoot
+
+    root = DataRoot(tmp_path / "root")
+    (root.root / "tests").mkdir(parents=True, exist_ok=True)
+    shutil.copy(videos["portrait"], root.root / "tests" / "a.mp4")
+    shutil.copy(videos["noface"], root.root / "tests" / "b.mp4")
+    fake = _FakeLLM(["ok"])
+    try:
+        s = Settings(
+            data_dir=root.root,
+            expression=ExpressionSettings(eye_fps=0),
+            questions=QuestionsSettings(openai_base_url=fake.url, openai_model="vis"),
+        )
+        handle = make_handler("bqfk", s)
+        out = handle(
+            JobContext("j1", "bqfk", {"source": "tests/a.mp4", "msId": "m", "index": 0}, 1, root)
+        )
+        assert out["face_visible"] == 1.0 and "timeline" not in out
+        out = handle(
+            JobContext("j2", "bqfk", {"source": "tests/b.mp4", "msId": "m", "index": 1}, 1, root)
+        )
+        assert out["face_visible"] == 0.0
+        store = FeedbackStore(open_database(default_url(root.root)))
+        rows = store.list("m")
+        store.close()
+        assert rows[0].data["llm_summary"]["summary"].startswith("Calm")
+        assert "llm_summary" not in rows[1].data  # no face: nothing to summarise
+        parts = fake.bodies[0]["messages"][0]["content"]  # type: ignore[index]
+        assert 1 <= len(parts) - 1 <= 4  # frames with a face went along
+    finally:
+        fake.close()

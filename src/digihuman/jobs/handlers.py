@@ -152,12 +152,18 @@ def make_bqfk(settings: Settings) -> Handler:
     A job taken over after its worker died runs again from the start and overwrites the same
     row: the stored result appears once. A corrupt or truncated video fails the job with the
     reason, recorded in the job and in the row."""
-    from digihuman.engines.expression import analysis_options, analyze_video, create_expression
+    from digihuman.engines.expression import (
+        analysis_options,
+        analyze_video,
+        create_expression,
+        create_summary,
+    )
     from digihuman.rooms.db import default_url, open_database
     from digihuman.rooms.feedback import FeedbackStore, check_index, check_ms_id
 
     engine = create_expression(settings.expression)
     options = analysis_options(settings.expression)
+    summariser = create_summary(settings.expression, settings.questions)
     api = settings.api
     store = FeedbackStore(
         open_database(settings.rooms.database_url or default_url(settings.data_dir))
@@ -187,7 +193,15 @@ def make_bqfk(settings: Settings) -> Handler:
             else:
                 path = ctx.data_root.resolve(source, must_exist=True)
             ctx.progress(0.05, "analysing expressions")
-            summary = analyze_video(engine, path, options=options, progress=ctx.progress)
+            frames: list[np.ndarray] | None = [] if summariser is not None else None
+            summary = analyze_video(
+                engine,
+                path,
+                options=options,
+                progress=ctx.progress,
+                keep_frames=frames,
+                keep=settings.expression.summary_frames,
+            )
         except DigihumanError as exc:
             store.fail(ms_id, index, job_id=ctx.job_id, error=str(exc))
             raise
@@ -198,6 +212,12 @@ def make_bqfk(settings: Settings) -> Handler:
         finally:
             if tmp is not None:
                 tmp.unlink(missing_ok=True)
+        if summariser is not None and summary["face_visible"] > 0:
+            ctx.progress(0.96, "writing the summary")
+            lang = str(ctx.payload.get("language") or "en")
+            summary["llm_summary"] = summariser.summarize(
+                summary, frames or [], language="zh" if lang.startswith("zh") else "en"
+            )
         store.finish(ms_id, index, job_id=ctx.job_id, data=summary)
         out = {k: v for k, v in summary.items() if k not in ("timeline", "options")}
         return {"msId": ms_id, "index": index, **out}

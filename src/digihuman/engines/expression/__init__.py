@@ -5,22 +5,27 @@ fake.
   names; :func:`analysis_options` the sampling and aggregation options from the same section.
 * :func:`analyze_video` samples a video file, runs the engine and returns the per-answer
   summary (aggregates + per-frame timeline), a JSON-able dict.
+* :func:`create_summary`: the optional vision-LLM summary (:mod:`.summary`), when configured.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .aggregate import SummaryOptions, summarize
+from .base import TimedFrame
 
 if TYPE_CHECKING:
-    from digihuman.config import ExpressionSettings
+    from digihuman.config import ExpressionSettings, QuestionsSettings
 
     from .base import ExpressionEngine
+    from .summary import VisionSummary
 
 
 def expression_kwargs(settings: ExpressionSettings, engine: str | None = None) -> dict[str, Any]:
@@ -35,6 +40,33 @@ def create_expression(settings: ExpressionSettings, engine: str | None = None) -
 
     name = engine or settings.engine
     return EXPRESSION.create(name, **expression_kwargs(settings, name))
+
+
+def create_summary(
+    settings: ExpressionSettings, questions: QuestionsSettings | None = None
+) -> VisionSummary | None:
+    """The vision-LLM summariser the settings ask for, or None (``summary=off``, or ``auto``
+    without a base URL). The endpoint, model and key default to the questions engine's."""
+    from .summary import VisionSummary
+
+    q = questions
+    base = settings.summary_base_url or (q.openai_base_url if q else None)
+    if settings.summary == "off" or (settings.summary == "auto" and not base):
+        return None
+    if not base:
+        from digihuman.errors import InputError
+
+        raise InputError(
+            "the expression summary needs an OpenAI-compatible base URL: set "
+            "DIGIHUMAN_EXPRESSION__SUMMARY_BASE_URL (or DIGIHUMAN_QUESTIONS__OPENAI_BASE_URL)"
+        )
+    key = settings.summary_api_key or (q.openai_api_key if q else None)
+    return VisionSummary(
+        base_url=base,
+        model=settings.summary_model or (q.openai_model if q else "gpt-4o-mini"),
+        api_key=key.get_secret_value() if key else None,
+        timeout_s=settings.summary_timeout_s,
+    )
 
 
 @dataclass(frozen=True)
@@ -67,6 +99,8 @@ def analyze_video(
     *,
     options: AnalysisOptions = AnalysisOptions(),
     progress: Callable[[float, str], None] | None = None,
+    keep_frames: list[np.ndarray] | None = None,
+    keep: int = 3,
 ) -> dict[str, Any]:
     """Sample ``path``, measure every sampled frame, aggregate. Raises
     :class:`~digihuman.errors.InputError` for a corrupt, truncated or face-less-by-format file
@@ -84,6 +118,9 @@ def analyze_video(
             stats=stats,
         )
     )
+    kept: list[tuple[float, np.ndarray]] = []
+    if keep_frames is not None:
+        frames = _keeping(frames, kept, keep)
     start = time.perf_counter()
     measures = []
     last_report = start
@@ -108,6 +145,9 @@ def analyze_video(
             engine=engine.name,
         ),
     )
+    if keep_frames is not None:
+        with_face = {m.t for m in measures if m.full and m.face}
+        keep_frames.extend(img for t, img in kept if t in with_face)
     summary["analysis"] = {
         "seconds": round(elapsed, 3),
         "sampled_frames": len(measures),
@@ -119,10 +159,33 @@ def analyze_video(
     return summary
 
 
+def _keeping(
+    frames: Iterator[TimedFrame], kept: list[tuple[float, np.ndarray]], n: int
+) -> Iterator[TimedFrame]:
+    """Pass ``frames`` through, keeping about ``n`` full frames spread over the video (a copy
+    shrunk to 384 px): every ``stride``-th one, the stride doubling whenever 2n are kept."""
+    import cv2
+
+    stride, seen = 1, 0
+    for f in frames:
+        if f.full and n > 0:
+            if seen % stride == 0:
+                h, w = f.image.shape[:2]
+                k = min(1.0, 384 / max(h, w))
+                size = (max(1, round(w * k)), max(1, round(h * k)))
+                kept.append((f.t, cv2.resize(f.image, size, interpolation=cv2.INTER_AREA)))
+                if len(kept) >= 2 * n:
+                    del kept[1::2]
+                    stride *= 2
+            seen += 1
+        yield f
+
+
 __all__ = [
     "AnalysisOptions",
     "analysis_options",
     "analyze_video",
     "create_expression",
+    "create_summary",
     "expression_kwargs",
 ]
