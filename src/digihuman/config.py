@@ -238,9 +238,10 @@ class ExpressionSettings(BaseModel):
     blink_ratio: float = 0.6  # eyes closed: openness below this share of the open level
     num_threads: int | None = None  # LiteRT threads per model (None: up to 4 cores)
     # an optional written summary by a vision LLM (OpenAI-compatible /chat/completions):
-    # auto = on when summary_base_url or questions.openai_base_url is set; openai | off
+    # auto = on when summary_base_url is set; openai = on (base URL defaults to the
+    # questions engine's); off
     summary: str = "auto"
-    summary_base_url: str | None = None  # None: questions.openai_base_url
+    summary_base_url: str | None = None  # summary=openai and None: questions.openai_base_url
     summary_model: str | None = None  # None: questions.openai_model
     summary_api_key: SecretStr | None = None  # None: questions.openai_api_key
     summary_timeout_s: float = 30.0

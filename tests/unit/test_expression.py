@@ -439,7 +439,7 @@ def test_bqfk_handler_stores_the_summary_when_configured(
     try:
         s = Settings(
             data_dir=root.root,
-            expression=ExpressionSettings(eye_fps=0),
+            expression=ExpressionSettings(eye_fps=0, summary="openai"),
             questions=QuestionsSettings(openai_base_url=fake.url, openai_model="vis"),
         )
         handle = make_handler("bqfk", s)
@@ -460,3 +460,18 @@ def test_bqfk_handler_stores_the_summary_when_configured(
         assert 1 <= len(parts) - 1 <= 4  # frames with a face went along
     finally:
         fake.close()
+
+
+def test_summary_is_opt_in() -> None:
+    from digihuman.config import ExpressionSettings, QuestionsSettings
+    from digihuman.engines.expression import create_summary
+
+    q = QuestionsSettings(openai_base_url="http://127.0.0.1:9/v1", openai_model="m")
+    assert create_summary(ExpressionSettings(), q) is None  # the questions' LLM alone: off
+    assert create_summary(ExpressionSettings(summary="off", summary_base_url="http://x/v1")) is None
+    on = create_summary(ExpressionSettings(summary_base_url="http://x/v1", summary_model="v"), q)
+    assert on is not None and on.base_url == "http://x/v1" and on.model == "v"
+    on = create_summary(ExpressionSettings(summary="openai"), q)
+    assert on is not None and on.base_url == "http://127.0.0.1:9/v1" and on.model == "m"
+    with pytest.raises(InputError, match="SUMMARY_BASE_URL"):
+        create_summary(ExpressionSettings(summary="openai"), QuestionsSettings())

@@ -46,13 +46,14 @@ def create_summary(
     settings: ExpressionSettings, questions: QuestionsSettings | None = None
 ) -> VisionSummary | None:
     """The vision-LLM summariser the settings ask for, or None (``summary=off``, or ``auto``
-    without a base URL). The endpoint, model and key default to the questions engine's."""
+    without ``summary_base_url``). With ``summary=openai`` the endpoint defaults to the
+    questions engine's; the model and key default to the questions engine's either way."""
     from .summary import VisionSummary
 
     q = questions
-    base = settings.summary_base_url or (q.openai_base_url if q else None)
-    if settings.summary == "off" or (settings.summary == "auto" and not base):
+    if settings.summary == "off" or (settings.summary == "auto" and not settings.summary_base_url):
         return None
+    base = settings.summary_base_url or (q.openai_base_url if q else None)
     if not base:
         from digihuman.errors import InputError
 
