@@ -5,7 +5,9 @@
     .venv/bin/python bench/musetalk.py --quick    # tiny random models: pipeline overhead only
 
 CPU table: frames/s of each stage (features, UNet, VAE decode, blend) at batch 1 and 8, and of
-the whole generate loop. GPU table (when CUDA is present): steady-state frames/s of the realtime
+the whole generate loop; then one long realtime segment (10 min quick, 60 min full): per-batch
+cost and the feature stream's memory in the first, middle and last minute (flat, not growing).
+GPU table (when CUDA is present): steady-state frames/s of the realtime
 loop on a prepared avatar at batch 4/8/16/32 in fp16 and bf16, with and without torch.compile,
 avatar preparation frames/s and peak GPU memory. Random weights cost exactly what the official
 ones cost (same shapes, same kernels); the frames they produce are noise.
@@ -92,6 +94,51 @@ def cpu_table(models_dir: Path, version: str, n_frames: int) -> None:
     )
 
 
+def segment_table(models_dir: Path, version: str, minutes: float, chunk_s: float = 2.0) -> None:
+    """A long realtime segment: per-chunk cost and memory held, early against late.
+
+    The first second is speech, the rest noise below ``silence_db`` (real audio for whisper;
+    the frames come from the silent cache after the first ones, so what is timed is what grows
+    with a segment if anything does: features, windows, the stream's buffers).
+    """
+    from digihuman.engines.lipsync.musetalk.engine import MuseTalkEngine
+    from digihuman.types import AudioChunk, SegmentEnd
+
+    eng = MuseTalkEngine(models_dir=models_dir, version=version, device="cpu",
+                         dtype="float32", batch_size=8)  # fmt: skip
+    eng.load()
+    frames = (np.random.default_rng(0).random((2, 96, 96, 3)) * 255).astype(np.uint8)
+    prep = eng.prepare_boxes(frames, 25.0, [(16, 12, 80, 88)] * 2)
+    n = int(chunk_s * 16000)
+    noise = (np.random.default_rng(2).uniform(-1, 1, n) * 9e-4).astype(np.float32)
+    first = noise.copy()
+    first[: min(n, 16000)] = _speech(1.0)[: min(n, 16000)]
+    n_chunks = int(minutes * 60 / chunk_s)
+    cpu: list[float] = []
+    held: list[float] = []
+
+    def chunks():
+        for k in range(n_chunks):
+            t0 = time.thread_time()
+            yield AudioChunk(first if k == 0 else noise)
+            cpu.append(time.thread_time() - t0)
+            held.append(eng.stats["stream_bytes"])
+        yield SegmentEnd()
+
+    t0 = time.perf_counter()
+    n_frames = sum(1 for _ in eng.generate(prep, chunks()))
+    wall = time.perf_counter() - t0
+    per_min = max(1, int(60 / chunk_s))
+    rows = []
+    for m in sorted({1, max(1, int(minutes) // 2), max(1, int(minutes))}):
+        sel = slice((m - 1) * per_min, m * per_min)
+        ms = 1000 * float(np.median(cpu[sel])) / (chunk_s * 25 / 8)
+        rows.append([str(m), f"{ms:.1f}", f"{max(held[sel]) / 2**20:.2f}"])
+    _table(f"MuseTalk {version} realtime, one {minutes:g}-minute segment in {chunk_s:g} s chunks "
+           f"({n_frames} frames in {wall:.0f} s; CPU, main thread)",
+           ["minute", "ms per 8-frame batch", "stream MiB held"], rows)  # fmt: skip
+
+
 def gpu_table(models_dir: Path, version: str, seconds: float, quick: bool) -> None:
     import torch
 
@@ -159,6 +206,12 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8, help="CPU: frames per measurement")
     ap.add_argument("--seconds", type=float, default=20.0, help="GPU: audio per measurement")
     ap.add_argument("--threads", type=int, help="CPU: torch intra-op threads (default: torch's)")
+    ap.add_argument(
+        "--segment-minutes",
+        type=float,
+        default=None,
+        help="CPU: minutes of one realtime segment (default 10 quick, 60 full)",
+    )
     args = ap.parse_args()
 
     import torch
@@ -182,6 +235,8 @@ def main() -> None:
             gpu_table(models_dir, args.version, 5.0 if args.quick else args.seconds, args.quick)
         else:
             cpu_table(models_dir, args.version, args.frames)
+            minutes = args.segment_minutes or (10.0 if args.quick else 60.0)
+            segment_table(models_dir, args.version, minutes)
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -217,6 +217,7 @@ class MuseTalkEngine:
 
     def reset_stats(self) -> None:
         self.stats = {k: 0.0 for k in ("features", "unet", "decode", "blend", "frames")}
+        self.stats["stream_bytes"] = 0.0  # audio + features the feature stream holds (a gauge)
 
     def _sync(self) -> None:
         """Per-stage timing on CUDA needs a synchronisation, which stalls the pipeline: only
@@ -543,6 +544,7 @@ class MuseTalkEngine:
         srcs = [source_index(cycle_start + k, n_src) for k in range(len(js))]
         silent = [self._silent(stream, j) for j in js]
         stream.release(js[-1] + 1, keep_sample=self._window_span(js[-1] + 1)[0])
+        self.stats["stream_bytes"] = float(stream.held_bytes)
         crops: list[Any] = [None] * len(js)
         todo = []
         for k, (s, quiet) in enumerate(zip(srcs, silent, strict=True)):
