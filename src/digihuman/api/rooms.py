@@ -56,7 +56,7 @@ class ErrorBody(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (400, 401, 404, 410, 413, 422, 429, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 404, 410, 413, 415, 422, 429, 503)
 }
 
 
