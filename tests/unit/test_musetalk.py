@@ -216,6 +216,10 @@ class _WholeSegmentStream:
     def n_samples(self) -> int:
         return len(self.audio)
 
+    @property
+    def held_bytes(self) -> int:
+        return self.audio.nbytes + sum(f.nbytes for f in self.frozen)
+
     def push(self, x: np.ndarray) -> None:
         self.audio = np.concatenate([self.audio, np.asarray(x, np.float32)])
 
