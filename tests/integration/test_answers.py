@@ -462,3 +462,31 @@ def test_a_replaced_answer_takes_no_results_from_its_old_job(kind: str, tmp_path
         store.close()
         for _ in gen:
             pass
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_redis_down_at_upload_answers_503_and_records_why(kind: str, tmp_path: Path) -> None:
+    """The upload is stored, but its job cannot be queued: 503, and the answer says so (a new
+    upload of it, once Redis is back, replaces it)."""
+    from fastapi.testclient import TestClient
+
+    from digihuman.api.app import create_app
+    from digihuman.config import RoomsSettings, Settings
+
+    gen = _db(kind, tmp_path)
+    url = next(gen)
+    try:
+        s = Settings(data_dir=tmp_path / "root", redis_url=f"redis://127.0.0.1:{_free_port()}/15")
+        s.database_url = s.rooms.database_url = url
+        s.rooms = RoomsSettings(**{**s.rooms.model_dump(), "clips": False})
+        with TestClient(create_app(s)) as c:
+            z = c.get("/create/zbjv2", params={"username": "a", "job": "nurse", "count": 1})
+            z = z.json()["zbjname"]
+            wav = wav_bytes(np.zeros(16000, np.float32))
+            r = c.post(f"/v1/rooms/{z}/answers/0", files={"file": ("a.wav", wav, "audio/wav")})
+            assert r.status_code == 503 and "Redis" in r.json()["message"], r.text
+            got = c.get(f"/v1/rooms/{z}/answers/0").json()
+            assert got["status"] == "failed" and "could not be queued" in got["error"]
+    finally:
+        for _ in gen:
+            pass
