@@ -92,6 +92,9 @@ def test_long_pauses_between_words() -> None:
 def test_nothing_said() -> None:
     m = delivery_metrics([], text="", language="en", duration_s=12, suggested_s=60)
     assert m["units"] == 0 and m["rate"] == "none" and m["length"]["verdict"] == "none"
+    one = delivery_metrics([Word(1.0, 1.3, "yes")], text="yes", language="en", duration_s=2,
+                           suggested_s=60)  # fmt: skip
+    assert one["rate"] == "none" and one["length"]["verdict"] == "short"  # no pace from a word
 
 
 def test_words_estimated_from_segments() -> None:
@@ -165,6 +168,15 @@ def test_few_problems_are_filled_with_general_advice_and_unanswered_questions() 
         "practice",
         "star",
     ]
+
+
+def test_a_failed_answer_asks_for_a_new_recording() -> None:
+    failed = AnswerView(0, "failed", "tests/answers/x.mp4", {}, "video", error="cannot read x")
+    for lang in ("en", "zh"):
+        sug = suggestions(_room(lang, [failed], n=1))
+        assert sug[0]["kind"] == "failed" and "cannot read x" in sug[0]["text"]
+    html = render_html(build_report(_room("en", [failed], n=1)))
+    assert "Analysis failed: cannot read x" in html
 
 
 def test_expression_advice() -> None:

@@ -141,7 +141,7 @@ def delivery_metrics(
         "duration_s": round(duration_s, 2),
         "speaking_s": round(speaking_s, 2),
         "rate_per_min": round(rate, 1),
-        "rate": "none" if not ws else _verdict(rate, low, high, ("slow", "ok", "fast")),
+        "rate": "none" if rate <= 0 else _verdict(rate, low, high, ("slow", "ok", "fast")),
         "rate_band": [low, high],
         "fillers": {
             "total": n_fill,

@@ -30,6 +30,7 @@ _T: dict[str, dict[str, str]] = {
         "pauses": "第{q}题有{n}次较长停顿（最长{l}秒）：先列出两三个要点再作答，可减少卡顿。",
         "lead_in": "第{q}题开口前沉默了{l}秒：可以先复述问题或说出思路框架，争取思考时间。",
         "silent": "第{q}题没有识别到有效语音：检查麦克风，并确保回答时声音清晰。",
+        "failed": "第{q}题的录音无法分析（{e}）：请重新录制并上传。",
         "face": "第{q}题只有{p}%的画面里能看到你的脸：调整摄像头，让脸保持在画面中央。",
         "gaze": "第{q}题只有{p}%的时间看向镜头：回答时多看摄像头，就像看着面试官。",
         "unanswered": "还有{n}道题没有回答（第{qs}题）：每道题都作答，面试官才能全面了解你。",
@@ -61,7 +62,7 @@ _T: dict[str, dict[str, str]] = {
         "suggestions": "最值得改进的三点",
         "none": "未回答",
         "pending": "分析中…",
-        "failed": "分析失败",
+        "failed_l": "分析失败",
         "chart": "表情时间线",
     },
     "en": {
@@ -81,6 +82,8 @@ _T: dict[str, dict[str, str]] = {
         "question or name your approach to buy thinking time.",
         "silent": "No speech was recognised in your answer to question {q}: check your "
         "microphone and speak clearly.",
+        "failed": "Your recording for question {q} could not be analysed ({e}): record it "
+        "again and upload it.",
         "face": "Your face was visible in only {p}% of question {q}: adjust the camera so your "
         "face stays centred in the frame.",
         "gaze": "You looked at the camera only {p}% of the time in question {q}: look into the "
@@ -118,7 +121,7 @@ _T: dict[str, dict[str, str]] = {
         "suggestions": "Your three most useful improvements",
         "none": "Not answered",
         "pending": "Being analysed…",
-        "failed": "Analysis failed",
+        "failed_l": "Analysis failed",
         "chart": "Expression timeline",
     },
 }
@@ -143,6 +146,9 @@ def _rules(
     n = q.index + 1
     out: list[tuple[float, str, str]] = []
     d = a.data.get("delivery") or {}
+    if a.status == "failed":
+        err = (a.error or "?").split(";")[0][:120]
+        out.append((7.0, "failed", t["failed"].format(q=n, e=err)))
     if a.status == "done" and d:
         length = d.get("length", {})
         if d.get("units", 0) == 0:
@@ -380,7 +386,7 @@ def render_html(report: Mapping[str, Any], *, link_suffix: str = "") -> str:
         if a["status"] in ("uploaded", "analysing"):
             parts.append(f'<p class="muted">{_e(t["pending"])}</p>')
         elif a["status"] == "failed":
-            parts.append(f'<p class="muted">{_e(t["failed"])}: {_e(a.get("error"))}</p>')
+            parts.append(f'<p class="muted">{_e(t["failed_l"])}: {_e(a.get("error"))}</p>')
         if a.get("transcript") is not None:
             parts.append(f"<h4>{_e(t['transcript'])}</h4><p>{_e(a['transcript'])}</p>")
         d = a.get("delivery")
