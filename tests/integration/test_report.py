@@ -4,7 +4,10 @@ making the question clips (fake voice and lip-sync: the clips are not what is te
 project, a real Redis, a local OpenAI-compatible server for the content evaluation (one
 answer gets malformed replies, another a valid one), on SQLite and PostgreSQL.
 
-The answer worker uses the project's fake ASR (it "hears" "hello world" over the speech), so
+A second test kills the answer worker while it waits on the evaluation; another worker takes
+the job over and the answer is stored once.
+
+The answer workers use the project's fake ASR (it "hears" "hello world" over the speech), so
 the delivery figures, and the rule-based suggestions drawn from them, are known in advance;
 real transcription is tested in test_answers.py.
 """
@@ -32,6 +35,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets"
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 BAD_SCORE = {"relevance": 5, "structure": {"star": []}, "score": 150, "suggestion": "多举例子"}
+EVAL_OK = '{"relevance": 6, "structure": {"star": ["action"]}, "score": 55}'
 LLM_SUGGESTION = "用一个具体项目说明你的个人贡献，并给出可量化的结果。"
 
 
@@ -42,6 +46,7 @@ class FakeLLM:
     def __init__(self) -> None:
         self.replies: dict[str, list[str]] = {}
         self.calls: list[str] = []
+        self.delays: list[float] = []  # seconds before answering the 1st, 2nd, ... call
         outer = self
 
         class H(BaseHTTPRequestHandler):
@@ -49,6 +54,9 @@ class FakeLLM:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body["messages"][-1]["content"]
                 outer.calls.append(prompt)
+                n_call = len(outer.calls)
+                if n_call <= len(outer.delays):
+                    time.sleep(outer.delays[n_call - 1])
                 content = "{}"
                 for q, contents in outer.replies.items():
                     if q in prompt:
@@ -57,11 +65,14 @@ class FakeLLM:
                 data = json.dumps(
                     {"choices": [{"message": {"role": "assistant", "content": content}}]}
                 ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the caller is gone (a killed worker)
+                    pass
 
             def log_message(self, *a: Any) -> None:
                 pass
@@ -248,5 +259,70 @@ def test_report_json_and_html(
             assert f'src="/v1/files/tests/{z}_0.mp4"' in html
             assert "hello world" in html
         assert httpx.get(f"{api}/v1/rooms/no-such-room/report", timeout=30).status_code == 404
+    finally:
+        llm.close()
+
+
+def test_answer_worker_killed_mid_analysis_loses_nothing(
+    db_url: str, redis_url: str, tmp_path: Path, procs: Any, helpers: Any
+) -> None:
+    from digihuman.jobs.queue import Keys, parse_record
+
+    llm = FakeLLM()
+    llm.delays = [30.0]  # the first evaluation hangs: the worker is killed inside it
+    try:
+        env = helpers.service_env(
+            redis_url,
+            tmp_path / "root",
+            DIGIHUMAN_DATABASE_URL=db_url,
+            DIGIHUMAN_QUESTIONS__OPENAI_BASE_URL=llm.url,
+            DIGIHUMAN_QUESTIONS__RETRIES="0",
+            DIGIHUMAN_QUESTIONS__TIMEOUT_S="60",
+            DIGIHUMAN_ROOMS__EVALUATION="openai",
+            DIGIHUMAN_ROOMS__CLIPS="false",
+        )
+        first = procs.worker("answer", env)
+        api = procs.api(env)
+        helpers.wait_ready(redis_url, "answer", timeout=60)
+        r = httpx.get(
+            f"{api}/create/zbjv2",
+            params={"username": "k", "job": "Accountant", "count": 1, "lang": "en"},
+            timeout=30,
+        )
+        z, (question,) = r.json()["zbjname"], r.json()["question"]
+        reply = {**json.loads(EVAL_OK), "suggestion": "Name the result in numbers."}
+        llm.replies[question] = [json.dumps(reply)]
+        r = httpx.post(
+            f"{api}/v1/rooms/{z}/answers/0",
+            files={"file": ("a.wav", io.BytesIO((ASSETS / "speech_en.wav").read_bytes()))},
+            timeout=60,
+        )
+        assert r.status_code == 202, r.text
+        job = r.json()["job"]
+        _wait(lambda: len(llm.calls) == 1, "the first evaluation request", 60)
+        assert httpx.get(f"{api}/v1/rooms/{z}/answers/0").json()["status"] == "analysing"
+        first.kill()  # SIGKILL mid-analysis: no goodbye, the job stays pending on the stream
+        first.wait(timeout=10)
+        procs.worker("answer", env)  # takes the job over once it has been silent long enough
+
+        def done() -> dict[str, Any] | None:
+            a = httpx.get(f"{api}/v1/rooms/{z}/answers/0", timeout=30).json()
+            return a if a["status"] in ("done", "failed") else None
+
+        got = _wait(done, "the answer after the take-over", 90)
+        assert got["status"] == "done" and got["evaluation"]["suggestion"] == reply["suggestion"]
+        assert got["transcript"]["text"] == "hello world" and got["job"] == job
+        assert len(llm.calls) == 2  # the second attempt asked again
+        import redis
+
+        rec = parse_record(
+            redis.Redis.from_url(redis_url, decode_responses=True).hgetall(
+                Keys("digihuman:").record(job)
+            ),
+            job,
+        )
+        assert rec is not None and rec.status == "done" and rec.attempts == 2, rec
+        room = httpx.get(f"{api}/v1/rooms/{z}", timeout=30).json()
+        assert [(a["index"], a["status"]) for a in room["answers"]] == [(0, "done")]
     finally:
         llm.close()
