@@ -383,3 +383,45 @@ def test_sniff_and_truncation(tmp_path: Path) -> None:
     p = tmp_path / "v.mp4"
     p.write_bytes(box + mdat)
     assert "'mdat' box ends at byte 1024" in (truncation(p, "mp4") or "")
+
+
+# --------------------------------------------------------------------------------------------
+# the body guard: answer uploads have their own cap
+
+
+def test_the_body_guard_exempts_uploads_from_the_json_cap_but_bounds_them() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from digihuman.api.rooms import ANSWER_UPLOAD_PATH
+    from digihuman.api.security import GuardMiddleware
+
+    async def echo(request: Request) -> JSONResponse:
+        n = 0
+        async for chunk in request.stream():
+            n += len(chunk)
+        return JSONResponse({"bytes": n})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/rooms/{z}/answers/{i}", echo, methods=["POST"]),
+            Route("/v1/tts", echo, methods=["POST"]),
+        ]
+    )
+    guarded = GuardMiddleware(app, upload_limits=[(ANSWER_UPLOAD_PATH, 3 * 1024 * 1024)])
+    c = TestClient(guarded)
+    two_mib = b"x" * (2 * 1024 * 1024)
+    assert c.post("/v1/rooms/bob-x/answers/0", content=two_mib).json() == {"bytes": len(two_mib)}
+    assert c.post("/v1/tts", content=two_mib).status_code == 413  # the 1 MiB cap elsewhere
+    r = c.post("/v1/rooms/bob-x/answers/0", content=two_mib * 2)  # over the upload cap
+    assert r.status_code == 413 and "limit is 3145728" in r.json()["message"]
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        for _ in range(4):
+            yield two_mib
+
+    assert c.post("/v1/rooms/bob-x/answers/0", content=chunked()).status_code == 413
+    assert c.post("/v1/rooms/BAD/answers/0", content=two_mib).status_code == 413  # not the route
