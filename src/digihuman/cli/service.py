@@ -6,7 +6,7 @@ import typer
 
 from digihuman.cli import app
 
-KIND_HELP = "job kind: tts | asr | bqfk | render | stream (debug: a diagnostic no-op kind)"
+KIND_HELP = "job kind: tts | asr | bqfk | render | stream | answer (debug: a diagnostic no-op kind)"
 
 
 @app.command()

@@ -26,7 +26,7 @@ from digihuman.storage import DataRoot, atomic_output
 
 log = logging.getLogger(__name__)
 
-KINDS = ("tts", "asr", "bqfk", "render", "stream")
+KINDS = ("tts", "asr", "bqfk", "render", "stream", "answer")
 """The job kinds a worker can serve (``debug`` is a diagnostic kind for tests and benches)."""
 
 
