@@ -16,6 +16,9 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # nginx + its RTMP module: the stand-in RTMP server of the live-streaming tests (started by them)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 ls /usr/lib/nginx/modules/ngx_rtmp_module.so >/dev/null 2>&1 || need+=(libnginx-mod-rtmp)
+# Debian's chromium + its chromedriver: the live viewer page's browser test (Selenium, no download)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"

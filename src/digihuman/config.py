@@ -222,6 +222,7 @@ class LiveSettings(BaseModel):
     whip_url: str | None = None
     viewer: bool = True  # GET /v1/rooms/{zbjname}/view plays the room over WebRTC (aiortc)
     max_viewers: int = 16  # WebRTC viewers per room
+    hls: bool = True  # HLS (1 s segments) under results/live/<zbjname>/hls/: the viewer's fallback
 
 
 class ExpressionSettings(BaseModel):

@@ -9,6 +9,7 @@ stream resumes on its own (reconnect with backoff).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -273,6 +274,67 @@ def api_viewer_frames(api: str, z: str, want: int = 10, timeout: float = 20.0) -
     return asyncio.run(run())
 
 
+def browser_sees_the_face_speaking(api: str, z: str, portrait: Path) -> None:
+    """Headless Chromium (Debian's, driven by Selenium through Debian's chromedriver) opens
+    ``/v1/rooms/{z}/view``: the video shows the room's face (pixels against the portrait) and
+    its mouth region changes while the room speaks."""
+    import cv2
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from digihuman.media.video import read_image
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=700,700",
+        "--autoplay-policy=no-user-gesture-required",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",  # plain host candidates on loopback
+    ):
+        opts.add_argument(arg)
+    drv = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
+    try:
+        drv.get(f"{api}/v1/rooms/{z}/view")
+        deadline = time.monotonic() + 30
+        js = "const v = document.getElementById('v'); return [v.readyState, v.videoWidth];"
+        while time.monotonic() < deadline:
+            ready, width = drv.execute_script(js)
+            if ready >= 2 and width > 0:
+                break
+            time.sleep(0.1)
+        state = drv.execute_script("return document.getElementById('s').textContent")
+        assert ready >= 2 and width == 512, (ready, width, state)
+        rect = drv.execute_script(
+            "const r = document.getElementById('v').getBoundingClientRect();"
+            "return [r.left, r.top, r.width, r.height, window.devicePixelRatio];"
+        )
+        x, y, w, h, dpr = (float(v) for v in rect)
+        face = read_image(portrait)
+        shots = []
+        for _ in range(6):
+            png = np.frombuffer(drv.get_screenshot_as_png(), np.uint8)
+            img = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            crop = img[int(y * dpr) : int((y + h) * dpr), int(x * dpr) : int((x + w) * dpr)]
+            shots.append(cv2.resize(crop, (512, 512), interpolation=cv2.INTER_AREA))
+            time.sleep(0.3)
+    finally:
+        drv.quit()
+    # the face: the picture is the portrait (outside the mouth), up to compression
+    diff = np.abs(shots[0].astype(np.int16) - face.astype(np.int16)).mean()
+    assert diff < 20, f"the viewer does not show the room's face (mean abs diff {diff:.1f})"
+    # and it speaks: the mouth region changes between screenshots
+    mouth = (slice(300, 420), slice(180, 330))
+    changes = [
+        np.abs(a[mouth].astype(np.int16) - b[mouth].astype(np.int16)).mean()
+        for a, b in itertools.pairwise(shots)
+    ]
+    assert max(changes) > 2.0, changes
+
+
 def live_state(c: Any, z: str, want: str, timeout: float = 10.0) -> dict[str, Any]:
     """GET /v1/rooms/{z}/live until its state is ``want`` (an item starts on the next tick)."""
     deadline = time.monotonic() + timeout
@@ -328,7 +390,7 @@ def test_rooms_on_stream_workers_human_order_interrupt_clip_404_and_failover(
     assert seconds + 0.5 < second["message"] <= 2 * seconds + 0.05  # plus the queue ahead
     st = live_state(c, z, "speaking")
     assert [q["id"] for q in st["queued"]] == [second["id"]]
-    assert {s["kind"] for s in st["sinks"]} == {"rtmp", "file", "webrtc"}
+    assert {s["kind"] for s in st["sinks"]} == {"rtmp", "file", "webrtc", "hls"}
     owner = st["owner"]
     puller = Puller(nginx.url(z), (0, 0, 16, 16))
     puller.wait_frames(25)
@@ -338,6 +400,12 @@ def test_rooms_on_stream_workers_human_order_interrupt_clip_404_and_failover(
     page = c.get(f"/v1/rooms/{z}/view")
     assert page.status_code == 200 and "RTCPeerConnection" in page.text
     assert api_viewer_frames(api, z) >= 10
+    browser_sees_the_face_speaking(api, z, root / "data" / "portrait.jpg")
+    hls = c.get(f"/v1/rooms/{z}/hls/index.m3u8")  # the viewer's fallback, from the same session
+    assert hls.status_code == 200 and "#EXTM3U" in hls.text, hls.text
+    seg = next(x for x in hls.text.splitlines() if x.endswith(".ts"))
+    assert c.get(f"/v1/rooms/{z}/hls/{seg}").content[:1] == b"\x47"  # MPEG-TS sync byte
+    assert c.get(f"/v1/rooms/{z}/hls/..%2Frooms.db").status_code == 404
 
     r = c.post(f"/v1/rooms/{z}/interrupt")
     assert r.status_code == 200 and r.json()["dropped"] == 2

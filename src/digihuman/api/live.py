@@ -57,7 +57,14 @@ video{max-width:100%;max-height:92vh;background:#000}</style></head>
 const room = __ROOM_JSON__;
 const key = new URLSearchParams(location.search).get("key");
 const v = document.getElementById("v"), s = document.getElementById("s");
+let fails = 0;
+function hls() {  // the fallback: HLS from the same session (native HLS players)
+  s.textContent = "HLS";
+  v.src = `/v1/rooms/${room}/hls/index.m3u8` + (key ? `?key=${encodeURIComponent(key)}` : "");
+  v.play().catch(() => {});
+}
 async function start() {
+  if (!window.RTCPeerConnection || fails >= 2) return hls();
   const pc = new RTCPeerConnection({iceServers: []});
   pc.addTransceiver("video", {direction: "recvonly"});
   pc.addTransceiver("audio", {direction: "recvonly"});
@@ -65,7 +72,7 @@ async function start() {
   pc.ontrack = (e) => { ms.addTrack(e.track); v.srcObject = ms; };
   pc.onconnectionstatechange = () => {
     s.textContent = pc.connectionState;
-    if (pc.connectionState === "failed") { pc.close(); setTimeout(start, 2000); }
+    if (pc.connectionState === "failed") { pc.close(); fails += 1; setTimeout(start, 2000); }
   };
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((done) => {
@@ -241,6 +248,23 @@ def live_router(settings: Settings) -> APIRouter:
         await _room(request, zbjname)  # a valid, open room: its name is [a-z0-9-] only
         page = VIEW_PAGE.replace("__ROOM_JSON__", json.dumps(zbjname))
         return HTMLResponse(page.replace("__ROOM__", zbjname))
+
+    @r.get("/v1/rooms/{zbjname}/hls/{name}", tags=["v1"], summary="The room's HLS fallback")
+    async def hls(request: Request, zbjname: str, name: str) -> Any:
+        """``index.m3u8`` and its ``segNNNNNN.ts`` (1 s each), written by the room's worker
+        under ``results/live/<zbjname>/hls/`` (the API and the workers share the data root)."""
+        import re
+
+        from fastapi.responses import FileResponse
+
+        await _room(request, zbjname)
+        if not re.fullmatch(r"index\.m3u8|seg\d{6}\.ts", name):
+            raise NotFoundError(f"no HLS file {name!r} (index.m3u8 or segNNNNNN.ts)")
+        path = _svc(request).data_root.root / "results" / "live" / zbjname / "hls" / name
+        if not path.is_file():
+            raise NotFoundError(f"room {zbjname} has no {name} yet (is it live, with live.hls?)")
+        media = "application/vnd.apple.mpegurl" if name.endswith(".m3u8") else "video/mp2t"
+        return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
 
     @r.get("/v1/rooms/{zbjname}/live", tags=["v1"], summary="Idle or speaking, queue, sinks")
     async def live_status(request: Request, zbjname: str) -> Any:

@@ -201,6 +201,11 @@ class LiveHost:
 
             whip = self.cfg.whip_url.format(zbjname=zbjname) if self.cfg.whip_url else None
             sinks.append(WebRtcSink(fps=fps, whip_url=whip, max_viewers=self.cfg.max_viewers))
+        if self.cfg.hls:
+            from digihuman.streaming.sinks import HlsSink
+
+            folder = self.data_root.root / "results" / "live" / zbjname / "hls"
+            sinks.append(HlsSink(folder, fps=fps))
         if self.cfg.record:
             path = self.data_root.root / "results" / "live" / f"{zbjname}.mp4"
             sinks.append(FileSink(path, fps=fps))

@@ -328,3 +328,70 @@ class RtmpSink(ThreadedSink):
                 log.debug("sink %s: close failed", self.name, exc_info=True)
             self._enc = None
         self.connected = False
+
+
+class HlsSink(ThreadedSink):
+    """Low-latency-ish HLS of the session (the viewer page's fallback): 1 s segments (one GOP
+    each), a playlist of the last ``list_size``, older segments deleted, under ``folder``
+    (``results/live/<zbjname>/hls/index.m3u8``)."""
+
+    kind = "hls"
+
+    def __init__(
+        self, folder: str | os.PathLike[str], *, fps: float, name: str = "hls", list_size: int = 6
+    ) -> None:
+        self.folder = Path(folder)
+        self.list_size = list_size
+        self._enc: AVEncoder | None = None
+        super().__init__(name, fps=fps, max_queue=50)
+
+    @property
+    def playlist(self) -> Path:
+        return self.folder / "index.m3u8"
+
+    def health(self) -> dict[str, Any]:
+        h = super().health()
+        h["playlist"] = str(self.playlist)
+        return h
+
+    def _write_one(self, image: np.ndarray, audio: np.ndarray, index: int) -> None:
+        if self._enc is None:
+            if self.errors:
+                return
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for old in self.folder.glob("*.ts"):  # a previous session's segments
+                old.unlink(missing_ok=True)
+            self._enc = AVEncoder(
+                str(self.playlist),
+                "hls",
+                fps=self.fps,
+                width=image.shape[1],
+                height=image.shape[0],
+                preset="ultrafast",
+                container_options={
+                    "hls_time": "1",
+                    "hls_list_size": str(self.list_size),
+                    "hls_flags": "delete_segments+independent_segments+omit_endlist",
+                    "hls_segment_filename": str(self.folder / "seg%06d.ts"),
+                },
+            )
+            self.connected, self.since = True, time.time()
+        self._enc.write(image, audio)
+        self.frames += 1
+
+    def _on_error(self) -> None:
+        if self._enc is not None:
+            try:
+                self._enc.close(flush=False)
+            except Exception:
+                log.debug("sink %s: close after error failed", self.name, exc_info=True)
+            self._enc = None
+        self.connected = False
+
+    def _finish(self) -> None:
+        if self._enc is not None:
+            try:
+                self._enc.close()
+            finally:
+                self._enc = None
+                self.connected = False
