@@ -451,3 +451,19 @@ def test_rooms_on_stream_workers_human_order_interrupt_clip_404_and_failover(
     puller = Puller(nginx.url(z), (0, 0, 16, 16))
     puller.wait_frames(25)
     puller.stop()
+
+    # the room closes (in the rooms database): its worker closes the session and forgets it
+    from digihuman.rooms.db import default_url, make_engine
+    from digihuman.rooms.store import RoomStore
+
+    store = RoomStore(make_engine(default_url(root)))
+    store.close_room(z, "test")
+    store.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        rc.hexists("digihuman:live:rooms", z) or rc.exists(f"digihuman:live:lease:{z}")
+    ):
+        time.sleep(0.1)
+    assert not rc.hexists("digihuman:live:rooms", z) and not rc.exists(f"digihuman:live:lease:{z}")
+    assert (root / "results" / "live" / f"{z}.mp4").exists()  # the recording was finished
+    assert c.get("/human", params={"zbjname": z, "audioUrl": "tests/speech.wav"}).status_code == 410

@@ -129,6 +129,8 @@ class LiveHost:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._store: Any = None  # the rooms database, read to close sessions of closed rooms
+        self._checked_rooms = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> LiveHost:
@@ -147,6 +149,8 @@ class LiveHost:
             t.join(timeout=5)
         for z in list(self.rooms):
             self._close(z, "worker stopped", forget=False)
+        if self._store is not None:
+            self._store.close()
 
     # ---- rooms -----------------------------------------------------------------------------
     def add_room(self, zbjname: str, spec: dict[str, Any]) -> None:
@@ -280,6 +284,7 @@ class LiveHost:
                 self._close(z, "room closed", forget=False)
                 continue
             self._write_status(z)
+        self._close_closed_rooms()
         # rooms nobody holds (new, or their worker died): take them while there is room
         if len(self.rooms) < self.cfg.rooms_per_worker:
             for z in self.r.hkeys(self.keys.rooms):
@@ -291,6 +296,25 @@ class LiveHost:
                     log.warning("live %s: not opened here: %s", z, exc)
                 if len(self.rooms) >= self.cfg.rooms_per_worker:
                     break
+
+    def _close_closed_rooms(self, every_s: float = 5.0) -> None:
+        """Close the sessions of rooms the database says are closed (or gone)."""
+        if not self.rooms or time.monotonic() - self._checked_rooms < every_s:
+            return
+        self._checked_rooms = time.monotonic()
+        try:
+            if self._store is None:
+                from digihuman.rooms.db import default_url, make_engine
+                from digihuman.rooms.store import RoomStore
+
+                url = self.settings.rooms.database_url or default_url(self.data_root.root)
+                self._store = RoomStore(make_engine(url))
+            for z in list(self.rooms):
+                view = self._store.get(z)
+                if view is None or view.status == "closed":
+                    self._close(z, "the room closed", forget=True)
+        except Exception as exc:  # the database is down: the sessions go on
+            log.warning("live host %s: could not read the rooms: %s", self.name, exc)
 
     # ---- commands --------------------------------------------------------------------------
     def _command_loop(self) -> None:
