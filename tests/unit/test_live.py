@@ -225,3 +225,33 @@ def test_lite_idle_is_the_rest_pose_and_speech_joins_it_without_a_jump(
         np.array_equal(a, b) for a, b in zip(imgs[n:], idle_after, strict=True)
     )  # back to the idle loop
     assert np.array_equal(imgs[n - 1], rest) or s._blinks.closure(10 + n - 1) > 0
+
+
+def test_the_next_utterance_is_started_ahead_so_its_frames_are_ready(
+    fake: FakeLipSync, still: PreparedAvatar
+) -> None:
+    """Real pacing: the engine of an utterance starts before its first tick (from idle: the
+    next tick; behind another: when that one's end is near), so no frame is repeated at the
+    starts and the picture follows the audio tick by tick."""
+    sink = Collect()
+    s = LiveSession(fake, still, sinks=[sink])
+    s.start()
+    try:
+        time.sleep(0.2)
+        s.say(tone(0.8, 0.1))
+        s.say(tone(0.8, 0.2))
+        deadline = time.monotonic() + 20
+        while len(s.events) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        s.stop()
+    starts = [e["tick"] for e in s.events if e["event"] == "started"]
+    assert len(starts) == 2 and starts[1] == starts[0] + 20  # back to back
+    assert s.repeats <= 2  # (0 unless the machine stalls a thread for a whole tick)
+    by_tick = {index: (img, audio) for _, index, img, audio in sink.ticks}
+    ok = 0
+    for t in range(starts[0], starts[0] + 40):
+        img, audio = by_tick[t]
+        rms = float(np.sqrt(np.mean(audio**2)))
+        ok += abs(bar_level(img) - min(1, 4 * rms)) < 0.05
+    assert ok >= 38  # frame and audio of the same tick match

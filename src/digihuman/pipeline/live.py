@@ -116,6 +116,8 @@ class _Item:
     frames: Any = None  # clip: (N, H, W, 3) uint8
     enqueued_at: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
+    producer: Any = None  # speech: started ahead of its tick (see LiveSession._prestart_locked)
+    start_tick: int | None = None  # the tick its producer was started for
 
 
 class _Producer:
@@ -131,6 +133,7 @@ class _Producer:
         ahead: int,
     ) -> None:
         self.item = item
+        self.cancel = threading.Event()  # this producer only (the item may get another)
         self.frames: queue.Queue[tuple[int, np.ndarray] | None] = queue.Queue(maxsize=ahead)
         self.error: BaseException | None = None
         self._pending: tuple[int, np.ndarray] | None = None
@@ -142,7 +145,7 @@ class _Producer:
     def _chunks(self) -> Iterator[AudioChunk | SegmentEnd]:
         for seg in self.item.segments:
             for j in range(frame_count(len(seg), SAMPLE_RATE, self._fps)):
-                if self.item.cancel.is_set():
+                if self._cancelled():
                     yield SegmentEnd("interrupted")
                     return
                 a, b = frame_span(j, SAMPLE_RATE, self._fps)
@@ -153,13 +156,13 @@ class _Producer:
         try:
             gen = self._engine.generate(self._prepared, self._chunks(), start_frame=self._start)
             for j, vf in enumerate(gen):
-                while not self.item.cancel.is_set():
+                while not self._cancelled():
                     try:
                         self.frames.put((j, vf.image), timeout=0.1)
                         break
                     except queue.Full:
                         continue
-                if self.item.cancel.is_set():
+                if self._cancelled():
                     return
         except BaseException as exc:  # reported through the session's status
             self.error = exc
@@ -193,8 +196,11 @@ class _Producer:
             return None, 0
         return best[1], j - best[0]
 
+    def _cancelled(self) -> bool:
+        return self.cancel.is_set() or self.item.cancel.is_set()
+
     def stop(self) -> None:
-        self.item.cancel.set()
+        self.cancel.set()
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,6 +302,8 @@ class LiveSession:
             ahead = self._seconds_ahead_locked()
             item.enqueued_at = self.clock()
             self._queue.append(item)
+            if not self.strict:
+                self._prestart_locked()
             self.last_activity = item.enqueued_at
         return ahead + item.n_frames / self.fps
 
@@ -392,14 +400,41 @@ class LiveSession:
         nxt = self._queue[0]
         if nxt.kind == "clip" and self._n > 1 and self.cycle % (2 * self._n - 2) != 0:
             return  # wait for the cycle to come back to source frame 0 (going forward)
+        if nxt.start_tick is not None and self.tick < nxt.start_tick:
+            return  # its producer is warming up for that tick
         self._queue.popleft()
         self._cur, self._n0 = nxt, self.tick
         if nxt.kind == "speech":
-            self._prod = _Producer(
-                self.engine, self.prepared, nxt, self.cycle, self.fps, self.ahead
-            )
+            if nxt.producer is not None and nxt.start_tick == self.tick:
+                self._prod = nxt.producer
+            else:  # not pre-started, or for another tick (the pacer skipped): start it now
+                if nxt.producer is not None:
+                    nxt.producer.stop()
+                self._prod = _Producer(
+                    self.engine, self.prepared, nxt, self.cycle, self.fps, self.ahead
+                )
+            nxt.producer = None
         self.events.append(
             {"id": nxt.id, "event": "started", "tick": self.tick, "at": round(time.time(), 4)}
+        )
+
+    def _prestart_locked(self) -> None:
+        """Start the next utterance's engine before its first tick, once that tick is known
+        (the current item's end, or the next tick when idle), so its frames are ready."""
+        if not self._queue:
+            return
+        nxt = self._queue[0]
+        if nxt.kind != "speech" or nxt.producer is not None:
+            return
+        if self._cur is None:
+            start = self.tick + 1
+        else:
+            start = self._n0 + self._cur.n_frames
+            if start - self.tick > self.ahead:
+                return
+        nxt.start_tick = start
+        nxt.producer = _Producer(
+            self.engine, self.prepared, nxt, self.cycle + (start - self.tick), self.fps, self.ahead
         )
 
     def step(self) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -442,8 +477,11 @@ class LiveSession:
         if img is None:
             img = self.idle_frame(self.cycle)
         self._last = img
-        self.tick += 1
-        self.cycle += 1
+        with self._lock:
+            self.tick += 1
+            self.cycle += 1
+            if not self.strict:  # (strict: each item starts its engine at its own tick)
+                self._prestart_locked()
         self.samples_out += len(audio)
         return img, audio, speaking
 
