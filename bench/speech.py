@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 
 import numpy as np
@@ -210,6 +211,8 @@ def main() -> None:
         first = _first_audio(tts, FIRST_EN if lang == "en" else FIRST_ZH, lang, voice)
         text = "interview" if refs is zh_iv else "general"
         rows.append((label, lang, text, len(refs), rtf, acc, first))
+        print(f"  {label}/{lang}: RTF {rtf:.3f}, accuracy {acc * 100:.1f} %, first {first:.2f} s",
+              file=sys.stderr, flush=True)  # fmt: skip
 
     # long audio: whisper encodes 30 s windows, so short clips cost as much as 30 s of speech
     joined = np.concatenate(long_audio)
