@@ -192,9 +192,7 @@ class ContentEvaluator:
         return Evaluation(None, reason, n, self.model)
 
 
-def create_evaluator(
-    rooms: RoomsSettings, questions: QuestionsSettings
-) -> ContentEvaluator | None:
+def create_evaluator(rooms: RoomsSettings, questions: QuestionsSettings) -> ContentEvaluator | None:
     """The evaluator the settings ask for: ``rooms.evaluation`` off → None; auto → one when
     ``questions.openai_base_url`` is set; openai → one (the base URL is then required)."""
     mode = rooms.evaluation
