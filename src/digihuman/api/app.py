@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (read from the environment when not given)."""
     import redis.exceptions as rexc
 
+    from digihuman.api.avatars import avatars_router
     from digihuman.api.feedback import feedback_router
     from digihuman.api.live import live_router
     from digihuman.api.rooms import open_rooms, rooms_router
@@ -157,13 +158,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(live_router(settings))
     app.include_router(v1_router(settings))
     app.include_router(feedback_router(settings))
+    app.include_router(avatars_router(settings))  # the demo page's uploads, avatar list
 
     # middleware: the last added runs first (CORS answers preflights before the key check)
     if keys:
         _declare_api_key(app)
+    from digihuman.api.avatars import MAX_UPLOAD_BYTES, UPLOAD_PATH
     from digihuman.api.rooms import ANSWER_UPLOAD_PATH, UPLOAD_OVERHEAD
 
     uploads = [(ANSWER_UPLOAD_PATH, settings.rooms.max_answer_bytes + UPLOAD_OVERHEAD)]
+    uploads.append((UPLOAD_PATH, MAX_UPLOAD_BYTES))
     app.add_middleware(GuardMiddleware, api_keys=keys, upload_limits=uploads)
     if api.cors_origins:
         app.add_middleware(

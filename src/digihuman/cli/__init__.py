@@ -25,7 +25,7 @@ app = typer.Typer(
 )
 
 # command modules, each owning its commands; order is the order in --help
-_COMMAND_MODULES = ("render", "speech", "models", "service")
+_COMMAND_MODULES = ("render", "speech", "models", "service", "web")
 
 for _name in _COMMAND_MODULES:
     try:
