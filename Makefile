@@ -24,7 +24,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 serve: $(STAMP)
-	$(BIN)/digihuman serve
+	$(BIN)/digihuman serve --web  # the API on 8181, workers, the demo page on 7860
 
 bench: $(STAMP)
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

