@@ -29,6 +29,7 @@ pytestmark = [
 ]
 gradio = pytest.importorskip("gradio")
 
+REPO = Path(__file__).resolve().parents[2]
 CHROME_ARGS = (
     "--headless=new",
     "--no-sandbox",
@@ -168,6 +169,21 @@ def test_every_tab_in_headless_chromium(
             assert c.streams.video and c.streams.audio
             frames = sum(1 for _ in c.decode(video=0))
         assert frames > 25, frames
+
+        # the same calls as curl, from docs/api.md (the page does nothing the API does not)
+        doc = (REPO / "docs" / "api.md").read_text()
+        block = doc.split("### The demo page's calls")[1].split("```bash\n")[1].split("```")[0]
+        run = subprocess.run(
+            ["bash", "-c", "set -e\n" + block],
+            cwd=REPO,
+            env={**os.environ, "API": api},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        assert '"status":"done"' in run.stdout and "}422\n" in run.stdout, run.stdout
+        assert '"avatars":' in run.stdout
 
         # ---------------------------------------------------------------- System
         tab("System")
