@@ -240,8 +240,18 @@ def test_every_tab_in_headless_chromium(
 
         # ---------------------------------------------------------------- Avatars + language
         tab("Avatars")
-        el("#av-list").click()
-        until(lambda: "avatars" in el("#av-gallery").text, 30, "the avatar list")
+        el("#av-source input[type=file]").send_keys(str(portrait))
+        until(lambda: "KB" in el("#av-source").text, 30, "the avatar's upload")
+        el("#av-prepare").click()
+        until(
+            lambda: "prepared" in (el("#av-status textarea").get_attribute("value") or ""),
+            120,
+            "the prepared avatar",
+        )
+        until(lambda: "alice" in el("#av-gallery").text, 30, "the avatar list")
+        ids = [a["id"] for a in httpx.get(f"{api}/v1/avatars", timeout=30).json()["avatars"]]
+        assert "alice" in ids
+        until(lambda: el("#av-thumbs img"), 30, "the avatar's thumbnail")
         drv.save_screenshot(str(shots / "avatars.png"))
         el("#lang input[value=zh]").click()
         until(lambda: "视频合成" in drv.page_source, 30, "Chinese labels")

@@ -59,6 +59,8 @@ LABELS: dict[str, tuple[str, str]] = {
     "say_btn": ("Speak", "播报"),
     "interrupt": ("Interrupt", "打断"),
     "list_avatars": ("List avatars", "列出形象"),
+    "av_id": ("Avatar id", "形象 ID"),
+    "prepare": ("Prepare the avatar", "准备形象"),
     "gallery": ("Prepared avatars", "已准备的形象"),
 }
 
@@ -358,16 +360,50 @@ def build(api_url: str, api_key: str | None = None) -> Any:
 
         # ------------------------------------------------------------------ Avatars
         with gr.Tab(label("tab_avatars", "en"), elem_id="tab-avatars") as t_avatars:
+            with gr.Row():
+                av_id = L(
+                    gr.Textbox(value="alice", label=label("av_id", "en"), elem_id="av-id"), "av_id"
+                )
+                av_source = L(
+                    gr.File(label=label("portrait", "en"), type="filepath", elem_id="av-source"),
+                    "portrait",
+                )
+            prepare_btn = gr.Button(label("prepare", "en"), elem_id="av-prepare")
+            av_status = L(gr.Textbox(label=label("status", "en"), elem_id="av-status"), "status")
             list_btn = gr.Button(label("list_avatars", "en"), elem_id="av-list")
+            thumbs = gr.Gallery(elem_id="av-thumbs", columns=6, height=220)
             gallery = L(gr.JSON(label=label("gallery", "en"), elem_id="av-gallery"), "gallery")
 
-        def do_list() -> Any:
+        def do_list() -> tuple[Any, Any]:
             try:
-                return api.check(api.c.get("/v1/avatars"))
+                listing = api.check(api.c.get("/v1/avatars"))
             except Exception as exc:
-                return {"error": str(exc)}
+                return None, {"error": str(exc)}
+            pics = []
+            for a in listing["avatars"]:
+                src = a.get("source") or ""
+                if src.lower().endswith((".jpg", ".jpeg", ".png", ".webp", ".bmp")):
+                    try:
+                        pics.append((str(api.download(src, work)), a["id"]))
+                    except Exception:  # a source the API does not serve: no thumbnail
+                        continue
+            return pics, listing
 
-        list_btn.click(do_list, None, gallery)
+        def do_prepare(avatar_id: str, path: str | None) -> tuple[str, Any, Any]:
+            # the render worker prepares and stores the avatar (render with avatar_id): a short
+            # greeting is rendered with it, and the avatar is cached for later renders
+            try:
+                source = api.upload(path) if path else BUNDLED_PORTRAIT
+                speech = api.tts("Hello.")
+                body = {"source": source, "audio": speech, "avatar_id": avatar_id.strip()}
+                rec = api.wait_job(api.check(api.c.post("/v1/render", json=body)))
+                pics, listing = do_list()
+                return f"{avatar_id}: prepared ({rec['id']})", pics, listing
+            except Exception as exc:
+                return f"error: {exc}", None, None
+
+        prepare_btn.click(do_prepare, [av_id, av_source], [av_status, thumbs, gallery])
+        list_btn.click(do_list, None, [thumbs, gallery])
 
         # ------------------------------------------------------------------ language switch
         tabs = [
@@ -390,6 +426,7 @@ def build(api_url: str, api_key: str | None = None) -> Any:
             (say_btn, "say_btn"),
             (stop_btn, "interrupt"),
             (list_btn, "list_avatars"),
+            (prepare_btn, "prepare"),
         ]
 
         def switch(lg: str) -> list[Any]:
