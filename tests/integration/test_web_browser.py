@@ -206,6 +206,14 @@ def test_every_tab_in_headless_chromium(
             60,
             f"{count} questions on the page",
         )
+        el("#iv-answer input[type=file]").send_keys(str(speech))  # question 0's answer
+        until(lambda: "KB" in el("#iv-answer").text, 30, "the answer's upload")
+        el("#iv-upload").click()
+        until(lambda: "uploaded" in el("#iv-answer-out").text, 60, "the answer stored")
+        answers = httpx.get(f"{api}/v1/rooms/{room}/answers/0", timeout=30)
+        assert answers.status_code == 200, answers.text
+        el("#iv-report").click()
+        until(lambda: "suggestions" in el("#iv-report-out").text, 60, "the room's report")
         drv.save_screenshot(str(shots / "interview.png"))
 
         # ---------------------------------------------------------------- Live
