@@ -244,6 +244,8 @@ def test_every_tab_in_headless_chromium(
         drv.switch_to.default_content()
         assert playing
         drv.save_screenshot(str(shots / "live.png"))
+        el("#live-audio input[type=file]").send_keys(str(speech))  # spoken once uploaded
+        until(lambda: "10.6" in el("#live-out").text, 60, "the uploaded audio spoken")
         el("#live-interrupt").click()
 
         # ---------------------------------------------------------------- Avatars + language

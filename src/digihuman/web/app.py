@@ -58,6 +58,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "say": ("Text for the avatar to say", "让数字人说的话"),
     "say_btn": ("Speak", "播报"),
     "interrupt": ("Interrupt", "打断"),
+    "live_audio": ("…or upload audio: spoken at once", "……或上传音频：立即播报"),
     "list_avatars": ("List avatars", "列出形象"),
     "av_id": ("Avatar id", "形象 ID"),
     "prepare": ("Prepare the avatar", "准备形象"),
@@ -315,6 +316,10 @@ def build(api_url: str, api_key: str | None = None) -> Any:
                 say_text = L(gr.Textbox(label=label("say", "en"), elem_id="live-text"), "say")
                 say_btn = gr.Button(label("say_btn", "en"), elem_id="live-say")
                 stop_btn = gr.Button(label("interrupt", "en"), elem_id="live-interrupt")
+            live_audio = L(
+                gr.Audio(label=label("live_audio", "en"), type="filepath", elem_id="live-audio"),
+                "live_audio",
+            )
             live_out = gr.JSON(label="live", elem_id="live-out")
 
         def do_new_live() -> str:
@@ -338,9 +343,9 @@ def build(api_url: str, api_key: str | None = None) -> Any:
             )
             return frame, st
 
-        def do_say(z: str, say: str) -> Any:
+        def do_say(z: str, say: str, audio_path: str | None = None) -> Any:
             try:
-                wav = api.tts(say.strip())
+                wav = api.upload(audio_path) if audio_path else api.tts(say.strip())
                 return api.check(
                     api.c.post("/v1/human", json={"zbjname": z.strip(), "audioUrl": wav})
                 )
@@ -356,6 +361,7 @@ def build(api_url: str, api_key: str | None = None) -> Any:
         new_live.click(do_new_live, None, live_room)
         open_live.click(do_open, live_room, [viewer, live_out])
         say_btn.click(do_say, [live_room, say_text], live_out)
+        live_audio.upload(lambda z, p: do_say(z, "", p), [live_room, live_audio], live_out)
         stop_btn.click(do_interrupt, live_room, live_out)
 
         # ------------------------------------------------------------------ Avatars
