@@ -29,10 +29,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from dbfixtures import database_url
 
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets"
 ANSWER_ZH = Path(__file__).resolve().parents[1] / "data" / "answer_zh.wav"
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 CAP = 40 * 1024 * 1024  # rooms.max_answer_bytes in these tests
 
 
@@ -61,30 +61,12 @@ class Stack:
     logs: Path
 
 
-def _db(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'rooms.db'}"
-        return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
-    name = f"digihuman_test_{secrets.token_hex(5)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-
-
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def stack(
     request: pytest.FixtureRequest, redis_proc: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp(f"answers-{request.param}")
-    gen = _db(request.param, tmp)
+    gen = database_url(request.param, tmp)
     db_url = next(gen)
     root = tmp / "root"
     prefix = f"t{secrets.token_hex(3)}:"  # each stack its own keys on the module's Redis
@@ -438,7 +420,7 @@ def test_a_replaced_answer_takes_no_results_from_its_old_job(kind: str, tmp_path
     from digihuman.rooms.db import open_database
     from digihuman.rooms.store import NewQuestion, RoomStore
 
-    gen = _db(kind, tmp_path)
+    gen = database_url(kind, tmp_path)
     url = next(gen)
     store = RoomStore(open_database(url))
     try:
@@ -473,7 +455,7 @@ def test_redis_down_at_upload_answers_503_and_records_why(kind: str, tmp_path: P
     from digihuman.api.app import create_app
     from digihuman.config import RoomsSettings, Settings
 
-    gen = _db(kind, tmp_path)
+    gen = database_url(kind, tmp_path)
     url = next(gen)
     try:
         s = Settings(data_dir=tmp_path / "root", redis_url=f"redis://127.0.0.1:{_free_port()}/15")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import secrets
 import signal
 import threading
 import time
@@ -20,41 +19,23 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from dbfixtures import database_url
 
 from digihuman.media.video import read_image, write_video
 from digihuman.rooms.db import open_database
 from digihuman.rooms.feedback import FeedbackStore
 
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets"
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'rooms.db'}"
-        return
-    yield from _pg_database()
+    yield from database_url(request.param, tmp_path / "db")
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    yield from _pg_database()
-
-
-def _pg_database() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
-    name = f"digihuman_test_{secrets.token_hex(5)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    yield from database_url("postgresql", tmp_path)
 
 
 def _sway(img: np.ndarray, n: int) -> Iterator[np.ndarray]:

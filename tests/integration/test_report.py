@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import secrets
 import subprocess
 import sys
 import threading
@@ -30,9 +29,9 @@ from typing import Any
 
 import httpx
 import pytest
+from dbfixtures import database_url
 
 ASSETS = Path(__file__).resolve().parents[2] / "src" / "digihuman" / "assets"
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 BAD_SCORE = {"relevance": 5, "structure": {"star": []}, "score": 150, "suggestion": "多举例子"}
 EVAL_OK = '{"relevance": 6, "structure": {"star": ["action"]}, "score": 55}'
@@ -87,21 +86,7 @@ class FakeLLM:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'rooms.db'}"
-        return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
-    name = f"digihuman_test_{secrets.token_hex(5)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    yield from database_url(request.param, tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ Every test that takes ``db_url`` runs twice: once per database.
 from __future__ import annotations
 
 import re
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -15,32 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbfixtures import database_url
 from fastapi.testclient import TestClient
 
 from digihuman.config import ApiSettings, RoomsSettings, Settings
 from digihuman.rooms.db import open_database
 from digihuman.rooms.store import ZBJNAME, NewQuestion, RoomStore, slugify
 
-PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
-
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'rooms.db'}"
-        return
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True)
-    except psycopg.OperationalError as e:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {e}")
-    name = f"digihuman_test_{secrets.token_hex(5)}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    yield from database_url(request.param, tmp_path / "db")
 
 
 class Clock:
