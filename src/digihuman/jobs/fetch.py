@@ -25,14 +25,15 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from digihuman.errors import DigihumanError, TooLarge
-from digihuman.storage import atomic_output
+from digihuman.storage import DataRoot, atomic_output
 
 Resolver = Callable[[str, int], list[str]]
 """``(host, port) -> addresses``, in preference order (the default asks the system resolver)."""
@@ -362,3 +363,38 @@ def fetch_to(
         ) as exc:
             raise FetchFailed(f"fetching {url[:100]} failed: {exc}") from None
     raise FetchFailed(f"fetching {url[:100]}: too many redirects")
+
+
+@contextmanager
+def local_source(
+    source: str,
+    data_root: DataRoot,
+    *,
+    temp_name: str,
+    allowlist: list[str],
+    allow_private: bool = False,
+    max_bytes: int = 50 * 1024 * 1024,
+    timeout_s: float = 20.0,
+    on_fetch: Callable[[], None] | None = None,
+) -> Iterator[Path]:
+    """A job's input as a local file: a data-root path (confined, must exist) as it is, or a URL
+    (any scheme, any case) fetched through :func:`fetch_to` to ``data_root.tests / temp_name``
+    and removed when the block ends, however it ends. ``on_fetch`` runs before a download."""
+    if not is_url(source):
+        yield data_root.resolve(source, must_exist=True)
+        return
+    tmp = data_root.tests / temp_name
+    try:
+        if on_fetch is not None:
+            on_fetch()
+        fetch_to(
+            source,
+            tmp,
+            allowlist=allowlist,
+            allow_private=allow_private,
+            max_bytes=max_bytes,
+            timeout_s=timeout_s,
+        )
+        yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)

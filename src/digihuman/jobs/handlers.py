@@ -19,7 +19,7 @@ import numpy as np
 from digihuman.config import Settings
 from digihuman.errors import DigihumanError, InputError, TooLarge
 from digihuman.jobs.answers import make_answer
-from digihuman.jobs.fetch import fetch_to, is_url
+from digihuman.jobs.fetch import local_source
 from digihuman.jobs.worker import Handler, JobContext
 from digihuman.media.audio import save_wav
 from digihuman.storage import DataRoot, atomic_output
@@ -110,26 +110,17 @@ def make_asr(settings: Settings) -> Handler:
         from digihuman.media.audio import load_audio
 
         source = str(ctx.payload.get("source") or "")
-        tmp: Path | None = None
-        if is_url(source):  # any scheme, any case: fetched or refused as a URL
-            tmp = ctx.data_root.tests / f".fetch-{ctx.job_id}"
-            fetch_to(
-                source,
-                tmp,
-                allowlist=api.url_allowlist,
-                allow_private=api.allow_private_urls,
-                max_bytes=api.max_fetch_bytes,
-                timeout_s=api.fetch_timeout_s,
-            )
-            path = tmp
-        else:
-            path = ctx.data_root.resolve(source, must_exist=True)
-        try:
+        with local_source(
+            source,  # any scheme, any case: fetched or refused as a URL
+            ctx.data_root,
+            temp_name=f".fetch-{ctx.job_id}",
+            allowlist=api.url_allowlist,
+            allow_private=api.allow_private_urls,
+            max_bytes=api.max_fetch_bytes,
+            timeout_s=api.fetch_timeout_s,
+        ) as path:
             ctx.progress(0.1, "decoding audio")
             audio = load_audio(path, max_seconds=api.max_audio_seconds)  # stops at the limit
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
         seconds = len(audio) / 16000.0
         if seconds > api.max_audio_seconds:
             raise TooLarge(f"audio is {seconds:.0f} s long; the limit is {api.max_audio_seconds} s")
@@ -176,32 +167,27 @@ def make_bqfk(settings: Settings) -> Handler:
         if not source:
             raise InputError("no video given: the url is empty")
         store.start(ms_id, index, job_id=ctx.job_id, source=source)
-        tmp: Path | None = None
+        frames: list[np.ndarray] | None = [] if summariser is not None else None
         try:
-            if is_url(source):
-                tmp = ctx.data_root.tests / f".fetch-{ctx.job_id}"
-                ctx.progress(0.02, "downloading the video")
-                fetch_to(
-                    source,
-                    tmp,
-                    allowlist=api.url_allowlist,
-                    allow_private=api.allow_private_urls,
-                    max_bytes=api.max_fetch_bytes,
-                    timeout_s=api.fetch_timeout_s,
+            with local_source(
+                source,
+                ctx.data_root,
+                temp_name=f".fetch-{ctx.job_id}",
+                allowlist=api.url_allowlist,
+                allow_private=api.allow_private_urls,
+                max_bytes=api.max_fetch_bytes,
+                timeout_s=api.fetch_timeout_s,
+                on_fetch=lambda: ctx.progress(0.02, "downloading the video"),
+            ) as path:
+                ctx.progress(0.05, "analysing expressions")
+                summary = analyze_video(
+                    engine,
+                    path,
+                    options=options,
+                    progress=ctx.progress,
+                    keep_frames=frames,
+                    keep=settings.expression.summary_frames,
                 )
-                path = tmp
-            else:
-                path = ctx.data_root.resolve(source, must_exist=True)
-            ctx.progress(0.05, "analysing expressions")
-            frames: list[np.ndarray] | None = [] if summariser is not None else None
-            summary = analyze_video(
-                engine,
-                path,
-                options=options,
-                progress=ctx.progress,
-                keep_frames=frames,
-                keep=settings.expression.summary_frames,
-            )
         except DigihumanError as exc:
             store.fail(ms_id, index, job_id=ctx.job_id, error=str(exc))
             raise
@@ -209,9 +195,6 @@ def make_bqfk(settings: Settings) -> Handler:
             err = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
             store.fail(ms_id, index, job_id=ctx.job_id, error=f"attempt {ctx.attempt}: {err}")
             raise
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
         if summariser is not None and summary["face_visible"] > 0:
             ctx.progress(0.96, "writing the summary")
             lang = str(ctx.payload.get("language") or "en")

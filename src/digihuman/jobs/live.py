@@ -403,29 +403,20 @@ class LiveHost:
         raise InputError(f"unknown live command {op!r}")
 
     def _load_audio(self, source: str, cid: str) -> Any:
-        from digihuman.jobs.fetch import fetch_to, is_url
+        from digihuman.jobs.fetch import local_source
         from digihuman.media.audio import load_audio
 
         api = self.settings.api
-        tmp: Path | None = None
-        if is_url(source):
-            tmp = self.data_root.tests / f".fetch-live-{os.getpid()}-{time.monotonic_ns()}"
-            fetch_to(
-                source,
-                tmp,
-                allowlist=api.url_allowlist,
-                allow_private=api.allow_private_urls,
-                max_bytes=api.max_fetch_bytes,
-                timeout_s=api.fetch_timeout_s,
-            )
-            path = tmp
-        else:
-            path = self.data_root.resolve(source, must_exist=True)
-        try:
+        with local_source(
+            source,
+            self.data_root,
+            temp_name=f".fetch-live-{os.getpid()}-{time.monotonic_ns()}",
+            allowlist=api.url_allowlist,
+            allow_private=api.allow_private_urls,
+            max_bytes=api.max_fetch_bytes,
+            timeout_s=api.fetch_timeout_s,
+        ) as path:
             audio = load_audio(path, max_seconds=api.max_audio_seconds)
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
         if len(audio) / 16000 > api.max_audio_seconds:
             raise TooLarge(f"audio is longer than the limit of {api.max_audio_seconds} s")
         if len(audio) == 0:
