@@ -453,7 +453,7 @@ def test_shutdown_after_a_takeover_hands_back_nothing_it_lost(
     finally:
         os.kill(a.pid, signal.SIGCONT)
     a.send_signal(signal.SIGTERM)  # its job thread is still sleeping: the grace runs out
-    assert a.wait(timeout=20) == 0
+    assert a.wait(timeout=45) == 0
     rec = q.wait(job, 20)
     assert rec is not None and rec.status == "done" and rec.attempts == 2
     time.sleep(1.0)  # a third run, if it were handed back, would start by now
