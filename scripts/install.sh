@@ -19,6 +19,9 @@ ls /usr/lib/nginx/modules/ngx_rtmp_module.so >/dev/null 2>&1 || need+=(libnginx-
 # Debian's chromium + its chromedriver: the live viewer page's browser test (Selenium, no download)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+# a font with simplified Chinese glyphs (WenQuanYi Micro Hei, ~5 MB installed): the demo page's
+# Chinese labels in headless Chromium and its screenshots (the page's CSS names it first)
+[ -n "$(fc-list :lang=zh-cn 2>/dev/null)" ] || need+=(fonts-wqy-microhei)
 "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
