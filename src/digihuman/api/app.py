@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from digihuman.api.routes import seed_router, v1_router
     from digihuman.api.security import GuardMiddleware, RateLimiter
     from digihuman.api.service import Service
+    from digihuman.api.system import system_router
 
     if settings is None:
         from digihuman.config import load_settings
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(v1_router(settings))
     app.include_router(feedback_router(settings))
     app.include_router(avatars_router(settings))  # the demo page's uploads, avatar list
+    app.include_router(system_router(settings))  # GET /v1/engines
 
     # middleware: the last added runs first (CORS answers preflights before the key check)
     if keys:

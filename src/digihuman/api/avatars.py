@@ -1,4 +1,5 @@
-"""Uploads and prepared avatars: ``POST /v1/uploads``, ``GET /v1/avatars``.
+"""Uploads and prepared avatars: ``POST /v1/uploads``, ``GET /v1/avatars``,
+``DELETE /v1/avatars/{avatar_id}``.
 
 The demo page (``digihuman web``) holds no files of its own: what a visitor uploads goes to the
 API here and comes back as a data-root path, which ``/v1/render`` and the rooms take.
@@ -6,6 +7,7 @@ API here and comes back as a data-root path, which ``/v1/render`` and the rooms 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -15,13 +17,19 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from digihuman.config import Settings
-from digihuman.errors import InputError, TooLarge
+from digihuman.errors import DigihumanError, InputError, TooLarge
 
 UPLOAD_PATH = r"/v1/uploads"
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
 IMAGE_VIDEO_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".mp4", ".mov", ".webm", ".mkv")
 UPLOAD_EXTS = frozenset((*IMAGE_VIDEO_EXTS, ".wav", ".mp3", ".m4a", ".aac", ".ogg", ".flac"))
 _NAME_RE = re.compile(r"^[^/\\\x00]{1,200}$")
+
+
+class BadAvatarId(DigihumanError):
+    """An avatar id the store cannot hold (see ``AvatarStore.check_id``)."""
+
+    http_status = 400
 
 
 def avatars_router(settings: Settings) -> APIRouter:
@@ -73,5 +81,21 @@ def avatars_router(settings: Settings) -> APIRouter:
                     rel = str(src.resolve().relative_to(svc.data_root.root.resolve()))
             out.append({"id": a.avatar_id, "source": rel, "manifest": a.manifest})
         return {"avatars": out}
+
+    @r.delete("/v1/avatars/{avatar_id}", summary="Delete a prepared avatar")
+    async def delete_avatar(request: Request, avatar_id: str) -> dict[str, Any]:
+        """Remove the prepared avatar (its cached frames and arrays); the upload it was
+        prepared from stays. 404 for an unknown id, 400 for an invalid one, 409 while a save
+        of the same id holds it for over 30 s."""
+        from digihuman.avatar.store import AvatarStore
+
+        svc = request.app.state.service
+        store = AvatarStore(svc.data_root.avatars)
+        try:
+            store.check_id(avatar_id)
+        except InputError as exc:
+            raise BadAvatarId(str(exc)) from None
+        await asyncio.to_thread(store.delete, avatar_id)  # may wait for a save of this id
+        return {"deleted": avatar_id}
 
     return r

@@ -25,6 +25,7 @@ JOB_ID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 SHORT = 256  # bound on names (username, zbjname, msId, job)
 URL_MAX = 2048
 NAME_MAX = 255  # bytes in one path component (Linux file systems)
+BBOX_SHIFT_MAX = 100  # px; MuseTalk's own range for a face is about ±15-40
 DOWNLOADABLE = ("tests", "results", "audios", "data")  # not redis/ (queue data) nor models/
 
 
@@ -270,6 +271,18 @@ class RenderRequest(BaseModel):
         default=None, max_length=64, description="cache the prepared avatar under this id"
     )
     save_frames: bool = False
+    engine: str | None = Field(
+        default=None,
+        max_length=32,
+        description="lip-sync engine (GET /v1/engines); null: the server's default",
+    )
+    bbox_shift: int | None = Field(
+        default=None,
+        ge=-BBOX_SHIFT_MAX,
+        le=BBOX_SHIFT_MAX,
+        description="MuseTalk v1: px shift of the mask's upper edge; null: the engine's setting; "
+        "ignored (result bbox_shift null) by engines without it",
+    )
 
 
 class BqfkRequest(BaseModel):
@@ -360,12 +373,22 @@ def v1_router(settings: Settings) -> APIRouter:
 
     @r.post("/v1/render", tags=["v1"], status_code=202, response_model=JobView)
     async def v1_render(request: Request, req: Annotated[RenderRequest, Body()]) -> Any:
-        """Enqueue an offline render (portrait + speech → MP4 under results/output/)."""
+        """Enqueue an offline render (portrait + speech → MP4 under results/output/).
+
+        ``engine`` (null: the server's default) must be one ``GET /v1/engines`` lists as
+        available: an unknown one is a 400, one whose weights are missing or fail verification
+        a 409 naming the files and the command that fetches them. ``bbox_shift`` applies to
+        engines that take it (MuseTalk v1.0); others accept it and report ``bbox_shift: null``
+        (and ``ignored``) in the job's result, which records the engine used."""
+        from digihuman.api.system import availability
+
         _limit(request)
         svc = _svc(request)
         for p in (req.source, req.audio):
             _data_path(svc, p)
-        return await _enqueue_and_wait(request, "render", req.model_dump(), 0.0)
+        status = await asyncio.to_thread(availability(request).require_lipsync, req.engine)
+        payload = {**req.model_dump(), "engine": status.name}
+        return await _enqueue_and_wait(request, "render", payload, 0.0)
 
     @r.post("/v1/bqfk", tags=["v1"], status_code=202)
     async def v1_bqfk(request: Request, req: Annotated[BqfkRequest, Body()]) -> Any:

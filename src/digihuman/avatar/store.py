@@ -19,8 +19,10 @@ what a killed save leaves is swept by the next save of that id (or :meth:`Avatar
 A reader takes no lock: it resolves the link once and reads that version; when a save removed
 it meanwhile it reads the new one (a version's files never change once it is current, and arrays
 already mapped stay valid after their files are removed). ``@`` cannot occur in an id, so one
-id's versions never match another id's names. A plain folder at ``<id>`` (the layout before
-versions) is still read, and moved aside and replaced on the next save (restored if that fails).
+id's versions never match another id's names. :meth:`AvatarStore.delete` takes the lock too,
+unlinks ``<id>`` (readers see no avatar from then on) and removes the versions. A plain folder
+at ``<id>`` (the layout before versions) is still read, and moved aside and replaced on the
+next save (restored if that fails).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ _OLD_LEFTOVER = r"^\.{id}\.(?:old-\d+-\d+|[a-z0-9_]{{8}})$"
 
 SAVE_LOCK_TIMEOUT_S = 600.0
 """How long a save waits for another save of the same id before giving up."""
+DELETE_LOCK_TIMEOUT_S = 30.0
+"""How long a delete waits for a save of the same id (then :class:`AvatarBusyError`)."""
 READ_WAIT_S = 60.0
 """How long a load of a missing avatar waits for a save of that id in progress."""
 _READ_RETRIES = 10
@@ -250,6 +254,29 @@ class AvatarStore:
             if previous is not None:
                 _remove(previous)
         return AvatarInfo(avatar_id, final, manifest)
+
+    def delete(self, avatar_id: str, *, timeout: float = DELETE_LOCK_TIMEOUT_S) -> None:
+        """Remove the avatar: its link first (one ``unlink``: from then on readers see no
+        avatar), then every version folder of the id. Holds the id's lock, so a save running
+        meanwhile finishes before (and is deleted) or starts after (and is complete); a reader
+        that already mapped a version's arrays keeps reading them (the files stay until the
+        last mapping goes). The source the avatar was prepared from is left alone, and so is
+        the lock file (removing it would let a waiting save and a later one lock different
+        files). Unknown id: :class:`NotFoundError`."""
+        link = self.path(avatar_id)
+        if not os.path.lexists(link):  # (a first save still running counts as after this)
+            raise NotFoundError(f"no prepared avatar {avatar_id!r}")
+        with self._locked(avatar_id, timeout=timeout):
+            current = self._current(avatar_id)
+            if current is None:  # another delete was first
+                raise NotFoundError(f"no prepared avatar {avatar_id!r}")
+            if current == link:  # a plain folder from before versions: out of sight first
+                aside = self.root / f".{avatar_id}@legacy-{os.urandom(4).hex()}"
+                os.rename(link, aside)
+            else:
+                os.unlink(link)
+            self._sweep_locked(avatar_id)  # the versions (none is current any more)
+        log.info("avatar %s deleted", avatar_id)
 
     def _switch(self, avatar_id: str, version: Path) -> Path | None:
         """Point ``<id>`` at ``version`` with one rename; the previous version's folder."""

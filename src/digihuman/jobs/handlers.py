@@ -220,12 +220,21 @@ def make_render(settings: Settings) -> Handler:
     """Offline render jobs: a data-root portrait/video + a data-root speech file → an MP4.
 
     Payload: ``{"source": "data/me.jpg", "audio": "tests/<id>.wav", "avatar_id"?: str,
-    "save_frames"?: bool}``. The lip-sync engine is built once per worker; the output is
-    ``results/output/<job id>.mp4`` (renamed into place by the pipeline when complete).
-    """
-    from digihuman.pipeline.engines import create_lipsync
+    "save_frames"?: bool, "engine"?: str, "bbox_shift"?: int}``. The lip-sync engine is built
+    per job by name (``engine``, default ``lipsync.engine``) with its per-render options, and
+    kept in a bounded :class:`~digihuman.pipeline.engines.LipSyncCache`, so the next render with
+    the same choice does not load the weights again. The output is
+    ``results/output/<job id>.mp4`` (renamed into place by the pipeline when complete); the
+    result records the engine and the ``bbox_shift`` applied (null: the engine has none).
 
-    engine = create_lipsync(settings)
+    A cached avatar (``avatar_id``) is reused only when its manifest's fingerprint (engine,
+    its settings such as MuseTalk's ``bbox_shift``, fps) matches this render's engine;
+    otherwise it is prepared again from its recorded source (``avatar.prepare.obtain``).
+    """
+    from digihuman.pipeline.engines import LipSyncCache
+
+    engines = LipSyncCache(settings)
+    engines.get()  # the default engine, built at start as before (a bad setting fails early)
 
     def handle(ctx: JobContext) -> dict[str, Any]:
         from digihuman.avatar.prepare import obtain
@@ -234,11 +243,21 @@ def make_render(settings: Settings) -> Handler:
         from digihuman.pipeline import render as pipeline
 
         root = ctx.data_root
+        p = ctx.payload
+        shift = p.get("bbox_shift")
+        engine, applied, ignored = engines.get(
+            str(p["engine"]) if p.get("engine") else None,
+            bbox_shift=int(shift) if shift is not None else None,
+        )
+        chosen: dict[str, Any] = {
+            "engine": engine.name,
+            "bbox_shift": applied.get("bbox_shift"),
+            **({"ignored": ignored} if ignored else {}),
+        }
         final = root.output / f"{ctx.job_id}.mp4"
         rel = root.relative(final)
         if final.exists():  # a previous attempt finished
-            return {"path": rel}
-        p = ctx.payload
+            return {"path": rel, **chosen}
         source = str(p.get("source") or "")
         avatar_id = p.get("avatar_id")
         audio = load_audio(
@@ -257,7 +276,7 @@ def make_render(settings: Settings) -> Handler:
         def render_cb(f: float, m: str) -> None:
             ctx.progress(0.3 + 0.7 * f, f"render: {m}")
 
-        prepared, _ = obtain(
+        prepared, refreshed = obtain(
             AvatarStore(root.avatars),
             engine,
             source=root.resolve(source, must_exist=True) if source else None,
@@ -278,6 +297,8 @@ def make_render(settings: Settings) -> Handler:
             "frames": result.n_frames,
             "fps": result.fps,
             "seconds": round(result.audio_seconds, 3),
+            **chosen,
+            **({"avatar_refreshed": refreshed} if refreshed else {}),
         }
 
     return handle
