@@ -5,22 +5,19 @@ The model is asked for JSON ``{"relevance": 0-10, "structure": {"star": [...], "
 numbers in range, STAR parts from the four names, a non-empty suggestion in the room's
 language. A failed request, a timeout or a reply that fails the check is retried ``retries``
 times; then the answer has no evaluation and records why (the report falls back to its
-rule-based suggestions). Same client approach as the question engines
-(``engines/questions/llm.py``: ``POST {base_url}/chat/completions``, JSON mode).
+rule-based suggestions). The same client as the question engines
+(:class:`~digihuman.engines.llm_client.LLMClient`: ``POST {base_url}/chat/completions``, JSON
+mode).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from digihuman.config import QuestionsSettings, RoomsSettings
-from digihuman.engines.questions.llm import BadAnswer, parse_json
-
-log = logging.getLogger(__name__)
+from digihuman.engines.llm_client import BadAnswer, LLMClient
 
 STAR = ("situation", "task", "action", "result")
 MAX_SUGGESTION = 400
@@ -135,61 +132,29 @@ class ContentEvaluator:
         json_mode: bool = True,
         retry_backoff_s: float = 0.2,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.llm = LLMClient(
+            base_url=base_url,
+            model=model,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            retries=retries,
+            retry_backoff_s=retry_backoff_s,
+            json_mode=json_mode,
+            label="evaluation",
+        )
         self.model = model
-        self.api_key = api_key
-        self.timeout_s = float(timeout_s)
-        self.retries = max(0, int(retries))
-        self.json_mode = json_mode
-        self.retry_backoff_s = retry_backoff_s
-
-    def _ask(self, client: Any, prompt: str) -> str:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": "You assess job-interview answers as JSON."},
-                {"role": "user", "content": prompt},
-            ],
-            "temperature": 0.2,
-        }
-        if self.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        r = client.post(f"{self.base_url}/chat/completions", json=body, headers=headers)
-        r.raise_for_status()
-        content = r.json()["choices"][0]["message"]["content"]
-        if not isinstance(content, str):
-            raise BadAnswer("choices[0].message.content is not a string")
-        return content
 
     def evaluate(
         self, question: str, answer: str, *, language: str, competency: str = "other"
     ) -> Evaluation:
-        import httpx
-
-        prompt = build_prompt(question, answer, language, competency)
-        reason = ""
-        n = 0
-        with httpx.Client(timeout=httpx.Timeout(self.timeout_s)) as client:
-            for n in range(1, 2 + self.retries):
-                if n > 1:
-                    time.sleep(self.retry_backoff_s * (n - 1))
-                try:
-                    result = check_evaluation(parse_json(self._ask(client, prompt)), language)
-                except httpx.TimeoutException:
-                    reason = f"timed out after {self.timeout_s:g} s"
-                except httpx.HTTPStatusError as e:
-                    reason = f"HTTP {e.response.status_code}"
-                except httpx.HTTPError as e:
-                    reason = f"{type(e).__name__}: {e}"
-                except (BadAnswer, KeyError, IndexError, TypeError, ValueError) as e:
-                    reason = f"malformed answer: {e}"
-                else:
-                    return Evaluation(result, None, n, self.model)
-                log.warning("evaluation attempt %d/%d: %s", n, 1 + self.retries, reason)
-        return Evaluation(None, reason, n, self.model)
+        messages = [
+            {"role": "system", "content": "You assess job-interview answers as JSON."},
+            {"role": "user", "content": build_prompt(question, answer, language, competency)},
+        ]
+        reply = self.llm.chat(
+            messages, lambda data: check_evaluation(data, language), temperature=0.2
+        )
+        return Evaluation(reply.value, reply.error, reply.attempts, self.model)
 
 
 def create_evaluator(rooms: RoomsSettings, questions: QuestionsSettings) -> ContentEvaluator | None:

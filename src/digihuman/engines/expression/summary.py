@@ -4,21 +4,20 @@ OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, vLLM, llama.cpp server
 The model gets the aggregates (no timeline) and a few sampled frames as JPEG data URLs, and must
 answer JSON ``{"summary": "<2-3 sentences>", "suggestion": "<one concrete suggestion>"}`` in
 the asked language. The answer is checked; a malformed or slow answer is retried, then the
-summary is left out with the reason (the analysis itself never fails for it).
+summary is left out with the reason (the analysis itself never fails for it). The request,
+retry and JSON parsing are :class:`~digihuman.engines.llm_client.LLMClient`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import logging
-import time
 from typing import Any
 
 import cv2
 import numpy as np
 
-log = logging.getLogger(__name__)
+from digihuman.engines.llm_client import BadAnswer, LLMClient
 
 SUMMARY_KEYS = (
     "face_visible",
@@ -32,7 +31,7 @@ SUMMARY_KEYS = (
 MAX_TEXT = 600
 
 
-class BadSummary(ValueError):
+class BadSummary(BadAnswer):
     pass
 
 
@@ -72,11 +71,19 @@ class VisionSummary:
         timeout_s: float = 30.0,
         retries: int = 1,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.llm = LLMClient(
+            base_url=base_url,
+            model=model,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            retries=retries,
+            label="expression summary",
+        )
         self.model = model
-        self.api_key = api_key
-        self.timeout_s = float(timeout_s)
-        self.retries = max(0, int(retries))
+
+    @property
+    def base_url(self) -> str:
+        return self.llm.base_url
 
     def _prompt(self, summary: dict[str, Any], language: str) -> str:
         facts = {k: summary.get(k) for k in SUMMARY_KEYS}
@@ -95,46 +102,14 @@ class VisionSummary:
         self, summary: dict[str, Any], frames: list[np.ndarray], *, language: str = "en"
     ) -> dict[str, Any]:
         """``{"summary", "suggestion", "model", "attempts"}``, or ``{"error"}`` on failure."""
-        import httpx
-
-        from digihuman.engines.questions.llm import BadAnswer, parse_json
-
         content: list[dict[str, Any]] = [{"type": "text", "text": self._prompt(summary, language)}]
         pick = np.linspace(0, len(frames) - 1, min(4, len(frames))).round().astype(int)
         content += [
             {"type": "image_url", "image_url": {"url": jpeg_data_url(frames[i])}}
             for i in (pick if frames else [])
         ]
-        body = {
-            "model": self.model,
-            "messages": [{"role": "user", "content": content}],
-            "temperature": 0.3,
-            "response_format": {"type": "json_object"},
-        }
-        headers = {"Content-Type": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        reason = ""
-        with httpx.Client(timeout=httpx.Timeout(self.timeout_s)) as client:
-            for attempt in range(1 + self.retries):
-                if attempt:
-                    time.sleep(0.2 * attempt)
-                try:
-                    r = client.post(f"{self.base_url}/chat/completions", json=body, headers=headers)
-                    r.raise_for_status()
-                    text = r.json()["choices"][0]["message"]["content"]
-                    if not isinstance(text, str):
-                        raise BadSummary("choices[0].message.content is not a string")
-                    got = check_summary(parse_json(text), language)
-                except httpx.TimeoutException:
-                    reason = f"timed out after {self.timeout_s:g} s"
-                except httpx.HTTPStatusError as e:
-                    reason = f"HTTP {e.response.status_code}"
-                except httpx.HTTPError as e:
-                    reason = f"{type(e).__name__}: {e}"
-                except (BadAnswer, BadSummary, KeyError, IndexError, TypeError, ValueError) as e:
-                    reason = f"malformed answer: {e}"
-                else:
-                    return {**got, "model": self.model, "attempts": attempt + 1}
-                log.warning("expression summary, attempt %d: %s", attempt + 1, reason)
-        return {"error": reason, "model": self.model}
+        messages = [{"role": "user", "content": content}]
+        reply = self.llm.chat(messages, lambda obj: check_summary(obj, language), temperature=0.3)
+        if reply.value is None:
+            return {"error": reply.error, "model": self.model}
+        return {**reply.value, "model": self.model, "attempts": reply.attempts}

@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Collection
 from dataclasses import replace
 from typing import Any
+
+from digihuman.engines.llm_client import BadAnswer, LLMClient, openai_content, parse_json
 
 from .base import (
     COMPETENCIES,
@@ -26,6 +27,16 @@ from .base import (
     QuestionSet,
     has_cjk,
 )
+
+__all__ = [  # BadAnswer and parse_json live in llm_client; importable from here as before
+    "SCHEMA",
+    "BadAnswer",
+    "DifyQuestions",
+    "OpenAIChatQuestions",
+    "build_prompt",
+    "check_answer",
+    "parse_json",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +62,6 @@ SCHEMA = {
 """The answer's JSON schema (documentation; :func:`check_answer` enforces it and more)."""
 
 
-class BadAnswer(ValueError):
-    """The service answered, but not with what the schema asks for."""
-
-
 def build_prompt(job: str, count: int, language: str, exclude: Collection[str]) -> str:
     lang = "Simplified Chinese" if language == "zh" else "English"
     comps = ", ".join(c for c in COMPETENCIES if c != "other")
@@ -67,29 +74,6 @@ def build_prompt(job: str, count: int, language: str, exclude: Collection[str]) 
     if exclude:
         lines.append("Do not repeat any of these questions: " + json.dumps(list(exclude)))
     return "\n".join(lines)
-
-
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
-
-
-def parse_json(content: str) -> Any:
-    """JSON from a model's reply: plain, in a ```json fence, or the outermost {...} / [...]."""
-    text = content.strip()
-    m = _FENCE.match(text)
-    if m:
-        text = m.group(1)
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    for open_, close in (("{", "}"), ("[", "]")):
-        i, j = text.find(open_), text.rfind(close)
-        if 0 <= i < j:
-            try:
-                return json.loads(text[i : j + 1])
-            except ValueError:
-                continue
-    raise BadAnswer(f"the reply is not JSON: {content[:80]!r}")
 
 
 def check_answer(
@@ -134,9 +118,11 @@ def check_answer(
 
 
 class _ChatEngine:
-    """Shared loop: ask, check, retry, fall back to the bank."""
+    """Shared loop: ask (:class:`~digihuman.engines.llm_client.LLMClient`), check, fall back to
+    the bank."""
 
     name = "chat"
+    path = "/chat/completions"
 
     def __init__(
         self,
@@ -149,6 +135,8 @@ class _ChatEngine:
         max_count: int = 20,
         bank_dir: str | None = None,
         retry_backoff_s: float = 0.2,
+        model: str | None = None,
+        json_mode: bool = True,
     ) -> None:
         from digihuman.errors import InputError
 
@@ -159,23 +147,26 @@ class _ChatEngine:
             )
         from .bank import BankQuestions
 
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.timeout_s = float(timeout_s)
-        self.retries = max(0, int(retries))
+        self.llm = LLMClient(
+            base_url=base_url,
+            model=model,
+            api_key=api_key,
+            timeout_s=timeout_s,
+            retries=retries,
+            retry_backoff_s=retry_backoff_s,
+            json_mode=json_mode,
+            label=f"{self.name} questions",
+        )
         self.temperature = float(temperature)
-        self.retry_backoff_s = retry_backoff_s
         self.fallback = BankQuestions(bank_dir=bank_dir, max_count=max_count)
         self.capabilities = QuestionCapabilities(max_count=max_count, needs_network=True)
 
-    def _headers(self) -> dict[str, str]:
-        h = {"Content-Type": "application/json"}
-        if self.api_key:
-            h["Authorization"] = f"Bearer {self.api_key}"
-        return h
-
-    def _ask(self, client: Any, prompt: str, job: str, count: int, language: str, seed: int) -> str:
+    def _body(self, prompt: str, job: str, count: int, language: str, seed: int) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _content(self, response: Any) -> str:
+        """The reply text in the service's JSON response."""
+        return openai_content(response)
 
     def generate(
         self,
@@ -186,50 +177,23 @@ class _ChatEngine:
         seed: int,
         exclude: Collection[str] = (),
     ) -> QuestionSet:
-        try:
-            import httpx
-        except ImportError as e:  # pragma: no cover - httpx ships with the service extra
-            from digihuman.errors import missing_extra
-
-            raise missing_extra("httpx", "service") from e
-
         prompt = build_prompt(job, count, language, exclude)
         opts = QuestionOptions(job, count, language, seed, tuple(exclude))
         families = self.fallback.matcher.match(job)
-        reason = ""
-        with httpx.Client(timeout=httpx.Timeout(self.timeout_s)) as client:
-            for attempt in range(1 + self.retries):
-                if attempt:
-                    time.sleep(self.retry_backoff_s * attempt)
-                try:
-                    content = self._ask(client, prompt, job, count, language, seed)
-                    pairs = check_answer(parse_json(content), count, language, exclude)
-                except httpx.TimeoutException:
-                    reason = f"timed out after {self.timeout_s:g} s"
-                except httpx.HTTPStatusError as e:
-                    reason = f"HTTP {e.response.status_code}"
-                except httpx.HTTPError as e:
-                    reason = f"{type(e).__name__}: {e}"
-                except (BadAnswer, KeyError, IndexError, TypeError, ValueError) as e:
-                    reason = f"malformed answer: {e}"
-                else:
-                    qs = tuple(
-                        Question(t, language, c, "generated", None, SUGGESTED_S[c])
-                        for t, c in pairs
-                    )
-                    return QuestionSet(
-                        qs, opts, self.name, families, meta={"attempts": attempt + 1}
-                    )
-                log.warning(
-                    "%s questions, attempt %d/%d: %s",
-                    self.name,
-                    attempt + 1,
-                    1 + self.retries,
-                    reason,
-                )
-        log.warning("%s questions failed (%s); using the offline bank", self.name, reason)
+
+        def check(data: Any) -> list[tuple[str, str]]:
+            return check_answer(data, count, language, exclude)
+
+        body = self._body(prompt, job, count, language, seed)
+        reply = self.llm.ask(self.path, body, check, content=self._content)
+        if reply.value is not None:
+            qs = tuple(
+                Question(t, language, c, "generated", None, SUGGESTED_S[c]) for t, c in reply.value
+            )
+            return QuestionSet(qs, opts, self.name, families, meta={"attempts": reply.attempts})
+        log.warning("%s questions failed (%s); using the offline bank", self.name, reply.error)
         fb = self.fallback.generate(job, count, language=language, seed=seed, exclude=exclude)
-        return replace(fb, fallback=f"{self.name}: {reason}")
+        return replace(fb, fallback=f"{self.name}: {reply.error}")
 
 
 class OpenAIChatQuestions(_ChatEngine):
@@ -238,28 +202,14 @@ class OpenAIChatQuestions(_ChatEngine):
     name = "openai"
 
     def __init__(self, *, model: str = "gpt-4o-mini", json_mode: bool = True, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.model = model
-        self.json_mode = json_mode
+        super().__init__(model=model, json_mode=json_mode, **kw)
 
-    def _ask(self, client: Any, prompt: str, job: str, count: int, language: str, seed: int) -> str:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": "You write job-interview questions as JSON."},
-                {"role": "user", "content": prompt},
-            ],
-            "temperature": self.temperature,
-            "seed": seed,
-        }
-        if self.json_mode:
-            body["response_format"] = {"type": "json_object"}
-        r = client.post(f"{self.base_url}/chat/completions", json=body, headers=self._headers())
-        r.raise_for_status()
-        content = r.json()["choices"][0]["message"]["content"]
-        if not isinstance(content, str):
-            raise BadAnswer("choices[0].message.content is not a string")
-        return content
+    def _body(self, prompt: str, job: str, count: int, language: str, seed: int) -> dict[str, Any]:
+        messages = [
+            {"role": "system", "content": "You write job-interview questions as JSON."},
+            {"role": "user", "content": prompt},
+        ]
+        return self.llm.chat_body(messages, temperature=self.temperature, seed=seed)
 
 
 class DifyQuestions(_ChatEngine):
@@ -270,22 +220,23 @@ class DifyQuestions(_ChatEngine):
     """
 
     name = "dify"
+    path = "/chat-messages"
 
     def __init__(self, *, user: str = "digihuman", **kw: Any) -> None:
         super().__init__(**kw)
         self.user = user
 
-    def _ask(self, client: Any, prompt: str, job: str, count: int, language: str, seed: int) -> str:
-        body = {
+    def _body(self, prompt: str, job: str, count: int, language: str, seed: int) -> dict[str, Any]:
+        return {
             "inputs": {"job": job, "count": count, "language": language},
             "query": prompt,
             "response_mode": "blocking",
             "conversation_id": "",
             "user": self.user,
         }
-        r = client.post(f"{self.base_url}/chat-messages", json=body, headers=self._headers())
-        r.raise_for_status()
-        answer = r.json()["answer"]
+
+    def _content(self, response: Any) -> str:
+        answer = response["answer"]
         if not isinstance(answer, str):
             raise BadAnswer("answer is not a string")
         return answer
