@@ -176,53 +176,46 @@ class ClipConductor:
 
     async def _advance(self, room: RoomView, q: QuestionView, recs: dict[str, Any]) -> str | None:
         name, i = room.zbjname, q.index
-        wav, mp4 = clip_paths(name, i)
         if q.clip_status == "pending":
-            job = tts_job_id(name, i)
-            if await asyncio.to_thread(
-                self.store.claim, name, i, step="tts", job_id=job, expect=None
-            ):
-                await self._guarded(name, i, self._enqueue_tts(room, q, job))
-            return job
-        if q.clip_status == "speech" and q.tts_job:
-            rec = recs.get(q.tts_job)
-            if rec is None:
-                if self._lost(q):
-                    await self._enqueue_tts(room, q, q.tts_job)
-                return q.tts_job
-            if not rec.done:
-                return q.tts_job
-            if rec.status != "done":
-                await self._fail(name, i, f"speech failed: {rec.error or rec.status}")
-                return None
-            audio = str((rec.result or {}).get("path") or wav)
-            await asyncio.to_thread(self.store.update_clip, name, i, audio_path=audio)
-            job = render_job_id(name, i)
-            if await asyncio.to_thread(
-                self.store.claim, name, i, step="render", job_id=job, expect=None
-            ):
-                await self._guarded(name, i, self._enqueue_render(room, audio, job))
-            return job
-        if q.clip_status == "render" and q.render_job:
-            rec = recs.get(q.render_job)
-            if rec is None:
-                if self._lost(q):
-                    await self._enqueue_render(room, q.audio_path or wav, q.render_job)
-                return q.render_job
-            if not rec.done:
-                return q.render_job
-            if rec.status != "done":
-                await self._fail(name, i, f"render failed: {rec.error or rec.status}")
-                return None
-            src = self.data_root.resolve(str((rec.result or {}).get("path") or ""))
-            dest = self.data_root.resolve(mp4)
-            if not dest.exists():
-                await asyncio.to_thread(publish, src, dest)
-            await asyncio.to_thread(
-                self.store.update_clip, name, i, video_path=mp4, clip_status="ready"
-            )
+            return await self._start("tts", room, q, tts_job_id(name, i))
+        if q.clip_status not in ("speech", "render"):
             return None
+        step, job = ("tts", q.tts_job) if q.clip_status == "speech" else ("render", q.render_job)
+        if not job:
+            return None
+        rec = recs.get(job)
+        if rec is None:
+            if self._lost(q):
+                await self._enqueue(step, room, q, job)
+            return job
+        if not rec.done:
+            return job
+        if rec.status != "done":
+            await self._fail(name, i, f"{q.clip_status} failed: {rec.error or rec.status}")
+            return None
+        wav, mp4 = clip_paths(name, i)
+        path = str((rec.result or {}).get("path") or "")
+        if step == "tts":
+            audio = path or wav
+            await asyncio.to_thread(self.store.update_clip, name, i, audio_path=audio)
+            return await self._start("render", room, q, render_job_id(name, i), audio=audio)
+        src = self.data_root.resolve(path)
+        dest = self.data_root.resolve(mp4)
+        if not dest.exists():
+            await asyncio.to_thread(publish, src, dest)
+        await asyncio.to_thread(
+            self.store.update_clip, name, i, video_path=mp4, clip_status="ready"
+        )
         return None
+
+    async def _start(
+        self, step: str, room: RoomView, q: QuestionView, job: str, audio: str | None = None
+    ) -> str:
+        """Claim a step in the database and, when this process won the claim, enqueue it."""
+        name, i = room.zbjname, q.index
+        if await asyncio.to_thread(self.store.claim, name, i, step=step, job_id=job, expect=None):
+            await self._guarded(name, i, self._enqueue(step, room, q, job, audio))
+        return job
 
     async def _guarded(self, name: str, index: int, enqueue: Awaitable[None]) -> None:
         """Enqueue a freshly claimed step; if Redis refuses, the claim is marked lost at once so
@@ -236,14 +229,19 @@ class ClipConductor:
     def _lost(self, q: QuestionView) -> bool:
         return q.claimed_at is not None and self.store.clock() - q.claimed_at > self.lost_after_s
 
-    async def _enqueue_tts(self, room: RoomView, q: QuestionView, job: str) -> None:
-        payload = {"text": q.text, "language": room.language, "voice": None}
-        payload["output"] = clip_paths(room.zbjname, q.index)[0]
-        await self.enqueue("tts", payload, job)
-
-    async def _enqueue_render(self, room: RoomView, audio: str, job: str) -> None:
-        payload = {"source": room.avatar, "audio": audio, "save_frames": False}
-        await self.enqueue("render", payload, job)
+    async def _enqueue(
+        self, step: str, room: RoomView, q: QuestionView, job: str, audio: str | None = None
+    ) -> None:
+        """Enqueue a question's ``tts`` or ``render`` job (again, under the same id, when lost);
+        ``audio`` is the wav to render (by default the question's)."""
+        wav = clip_paths(room.zbjname, q.index)[0]
+        payload: dict[str, Any]
+        if step == "tts":
+            payload = {"text": q.text, "language": room.language, "voice": None, "output": wav}
+        else:
+            audio = audio or q.audio_path or wav
+            payload = {"source": room.avatar, "audio": audio, "save_frames": False}
+        await self.enqueue(step, payload, job)
 
     async def _fail(self, name: str, index: int, error: str) -> None:
         log.warning("room %s question %d: %s", name, index, error)
