@@ -127,10 +127,11 @@ def run_render(
     root = DataRoot(settings.data_dir).ensure()
     store = AvatarStore(root.avatars)
 
-    # read the audio first: a bad audio file must fail before minutes of preparation
+    # read the audio first: a bad audio file must fail before minutes of preparation; the
+    # API's length limit holds here too (a small compressed file can decode to hours)
     audio_input: Any
     if audio is not None:
-        audio_input = load_audio(audio)
+        audio_input = load_audio(audio, max_seconds=settings.api.max_audio_seconds)
         audio_name = audio.name
     else:
         assert text is not None

@@ -68,7 +68,7 @@ def asr_command(
     from digihuman.media.audio import load_audio
 
     settings = load_settings()
-    audio = load_audio(file)
+    audio = load_audio(file, max_seconds=settings.api.max_audio_seconds)  # as the API
     asr = create_asr(settings.asr, engine)
     result = asr.transcribe(audio, language=language or settings.asr.language)
     if as_json:
