@@ -177,6 +177,68 @@ def test_read_image_errors(tmp_path: Path) -> None:
         read_image(tmp_path / "bad.png")
 
 
+def _png_bomb(path: Path, width: int, height: int, *, data: bool = True) -> int:
+    """A real 1-bit greyscale PNG of ``width`` x ``height`` zero pixels: the zlib stream of
+    zero rows is a few KB, decoded to RGB it is ``3 * width * height`` bytes. ``data=False``
+    writes the header alone (no pixel data at all). Returns the file's size."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grey, no interlace
+    idat = zlib.compress(bytes((width + 7) // 8 + 1) * height, 9) if data else b""
+    body = chunk(b"IHDR", ihdr) + (chunk(b"IDAT", idat) if data else b"") + chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path.stat().st_size
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    import time
+    import tracemalloc
+
+    from digihuman.media.video import MAX_IMAGE_PIXELS
+
+    bomb = tmp_path / "bomb.png"
+    assert _png_bomb(bomb, 8000, 8000) < 20_000  # 64 MP: 192 MB of RGB from a file of ~8 KB
+    with Image.open(bomb) as im:  # a valid PNG, under PIL's own limit (no warning, no error)
+        assert im.size == (8000, 8000) and MAX_IMAGE_PIXELS < 8000 * 8000
+    tracemalloc.start()
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as e:
+        read_image(bomb)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert str(e.value) == (
+        "image bomb.png is 8000x8000 (64.0 MP): over the 50 MP limit for one picture; "
+        "give a smaller picture (scale it down)"
+    )
+    assert time.monotonic() - t0 < 0.5 and peak < 5 << 20  # nothing was decoded
+    with pytest.raises(InputError, match="8000x8000"):  # the avatar path refuses it too
+        read_source(bomb)
+    _png_bomb(tmp_path / "header.png", 8000, 8000, data=False)  # a header and nothing else
+    with pytest.raises(InputError, match="over the 50 MP limit"):
+        read_image(tmp_path / "header.png")
+    # past PIL's own guard (~179 MP) PIL refuses the header: the same clear InputError
+    _png_bomb(tmp_path / "huge.png", 100_000, 100_000, data=False)
+    with pytest.raises(InputError, match=r"huge\.png is larger than PIL opens.*50 MP limit"):
+        read_image(tmp_path / "huge.png")
+
+
+def test_the_pixel_limit_is_a_keyword(tmp_path: Path) -> None:
+    Image.new("RGB", (40, 25), (1, 2, 3)).save(tmp_path / "small.png")
+    assert read_image(tmp_path / "small.png", max_pixels=1000).shape == (25, 40, 3)  # at it
+    with pytest.raises(InputError, match=r"40x25 \(0\.0 MP\): over the 0\.000999 MP limit"):
+        read_image(tmp_path / "small.png", max_pixels=999)
+    frames, _, _ = read_source(tmp_path / "small.png", max_pixels=None)
+    assert frames.shape == (1, 25, 40, 3)
+    with pytest.raises(InputError, match="limit"):
+        read_source(tmp_path, max_pixels=999)  # a folder: each image is checked
+
+
 def test_read_source_kinds(tmp_path: Path) -> None:
     for i in (10, 2, 1):
         Image.new("RGB", (8, 6), (i, i, i)).save(tmp_path / f"f{i}.png")

@@ -37,24 +37,49 @@ _VIDEO_HINT = "give an mp4, mov, mkv, webm or avi video"
 # --------------------------------------------------------------------------- reading
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB with its EXIF orientation applied."""
+MAX_IMAGE_PIXELS = 50_000_000
+"""Pixels one image may declare (50 MP: a full-resolution 48/50 MP phone photo, 8160x6120, is
+accepted; decoded it is 150 MB of RGB). Checked on the header, before decoding: a file of a few
+hundred bytes can declare a size that takes gigabytes once decoded, and PIL's own guard only
+stops at ~179 MP (537 MB of RGB, several times that while converting)."""
+
+
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int | None = MAX_IMAGE_PIXELS
+) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB with its EXIF orientation applied.
+
+    An image whose header declares more than ``max_pixels`` pixels is refused with
+    :class:`~digihuman.errors.InputError` before any pixel is decoded.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = existing_file(path, "image")
     try:
         with Image.open(p) as opened:
+            w, h = opened.size
+            if max_pixels is not None and w * h > max_pixels:
+                size = f"{w}x{h} ({w * h / 1e6:.1f} MP)"
+                raise InputError(_too_many_pixels(p.name, size, max_pixels))
             im = ImageOps.exif_transpose(opened)
             if im.mode in ("RGBA", "LA", "P", "PA"):
                 rgba = im.convert("RGBA")  # transparent areas become white
                 im = Image.new("RGB", rgba.size, (255, 255, 255))
                 im.paste(rgba, mask=rgba.getchannel("A"))
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL refused the header itself (> ~179 MP)
+        size = f"larger than PIL opens ({exc})"
+        raise InputError(_too_many_pixels(p.name, size, max_pixels)) from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"cannot read image {p.name} ({exc}); {_IMAGE_HINT}") from exc
     if arr.ndim != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise InputError(f"image {p.name} has no pixels; {_IMAGE_HINT}")
     return np.ascontiguousarray(arr)
+
+
+def _too_many_pixels(name: str, size: str, limit: int | None) -> str:
+    limit_text = "" if limit is None else f": over the {limit / 1e6:g} MP limit for one picture"
+    return f"image {name} is {size}{limit_text}; give a smaller picture (scale it down)"
 
 
 def _stream_fps(stream: Any) -> float:
@@ -276,17 +301,19 @@ def read_source(
     *,
     max_seconds: float | None = None,
     max_bytes: int | None = None,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> tuple[np.ndarray, float, SourceKind]:
     """An avatar source as frames: an image (1 frame at 25 fps), a video (its frames and fps)
     or a folder of images (sorted by name, at 25 fps).
 
     A video or folder longer than ``max_seconds`` or larger than ``max_bytes`` of decoded RGB
-    is cut there, with a warning; decoding stops at the bound, so memory stays within it.
+    is cut there, with a warning; decoding stops at the bound, so memory stays within it. An
+    image (alone or in the folder) declaring more than ``max_pixels`` is refused undecoded.
     """
     p = Path(path)
     kind = source_kind(p)
     if kind == "image":
-        img = read_image(p)
+        img = read_image(p, max_pixels=max_pixels)
         _check_frame_size(p.name, img.shape[1], img.shape[0], max_bytes)
         return img[None], DEFAULT_FPS, "image"
     if kind == "video":
@@ -304,7 +331,7 @@ def read_source(
     max_frames = None if max_seconds is None else max(1, math.ceil(max_seconds * DEFAULT_FPS))
     stack = FrameStack(max_frames=max_frames, max_bytes=max_bytes)
     for f in files:
-        im = read_image(f)
+        im = read_image(f, max_pixels=max_pixels)
         shape = stack.frame_shape
         if shape is not None and im.shape != shape:
             raise InputError(
