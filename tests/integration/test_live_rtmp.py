@@ -9,7 +9,6 @@ stream resumes on its own (reconnect with backoff).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import shutil
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import skimage.data
+from browserfixtures import assert_face_speaking, chromium, video_shots, wait_video
 
 from digihuman.engines.lipsync.lite import LiteEngine
 from digihuman.media.audio import load_audio
@@ -275,64 +275,13 @@ def api_viewer_frames(api: str, z: str, want: int = 10, timeout: float = 20.0) -
 
 
 def browser_sees_the_face_speaking(api: str, z: str, portrait: Path) -> None:
-    """Headless Chromium (Debian's, driven by Selenium through Debian's chromedriver) opens
-    ``/v1/rooms/{z}/view``: the video shows the room's face (pixels against the portrait) and
-    its mouth region changes while the room speaks."""
-    import cv2
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    from digihuman.media.video import read_image
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=700,700",
-        "--autoplay-policy=no-user-gesture-required",
-        "--disable-features=WebRtcHideLocalIpsWithMdns",  # plain host candidates on loopback
-    ):
-        opts.add_argument(arg)
-    drv = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=opts)
-    try:
+    """Headless Chromium opens ``/v1/rooms/{z}/view`` (WebRTC): the video shows the room's face
+    (pixels against the portrait) and its mouth region changes while the room speaks."""
+    with chromium() as drv:
         drv.get(f"{api}/v1/rooms/{z}/view")
-        deadline = time.monotonic() + 30
-        js = "const v = document.getElementById('v'); return [v.readyState, v.videoWidth];"
-        while time.monotonic() < deadline:
-            ready, width = drv.execute_script(js)
-            if ready >= 2 and width > 0:
-                break
-            time.sleep(0.1)
-        state = drv.execute_script("return document.getElementById('s').textContent")
-        assert ready >= 2 and width == 512, (ready, width, state)
-        rect = drv.execute_script(
-            "const r = document.getElementById('v').getBoundingClientRect();"
-            "return [r.left, r.top, r.width, r.height, window.devicePixelRatio];"
-        )
-        x, y, w, h, dpr = (float(v) for v in rect)
-        face = read_image(portrait)
-        shots = []
-        for _ in range(6):
-            png = np.frombuffer(drv.get_screenshot_as_png(), np.uint8)
-            img = cv2.cvtColor(cv2.imdecode(png, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-            crop = img[int(y * dpr) : int((y + h) * dpr), int(x * dpr) : int((x + w) * dpr)]
-            shots.append(cv2.resize(crop, (512, 512), interpolation=cv2.INTER_AREA))
-            time.sleep(0.3)
-    finally:
-        drv.quit()
-    # the face: the picture is the portrait (outside the mouth), up to compression
-    diff = np.abs(shots[0].astype(np.int16) - face.astype(np.int16)).mean()
-    assert diff < 20, f"the viewer does not show the room's face (mean abs diff {diff:.1f})"
-    # and it speaks: the mouth region changes between screenshots
-    mouth = (slice(300, 420), slice(180, 330))
-    changes = [
-        np.abs(a[mouth].astype(np.int16) - b[mouth].astype(np.int16)).mean()
-        for a, b in itertools.pairwise(shots)
-    ]
-    assert max(changes) > 2.0, changes
+        wait_video(drv)
+        shots = video_shots(drv)
+    assert_face_speaking(shots, portrait)
 
 
 def live_state(c: Any, z: str, want: str, timeout: float = 10.0) -> dict[str, Any]:

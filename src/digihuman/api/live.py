@@ -54,42 +54,99 @@ VIEW_PAGE = """<!doctype html>
 video{max-width:100%;max-height:92vh;background:#000}</style></head>
 <body><video id="v" autoplay playsinline muted controls></video><div id="s">connecting</div>
 <script>
-const room = __ROOM_JSON__;
-const key = new URLSearchParams(location.search).get("key");
+// ?mode=auto (default: WebRTC, then HLS after two failures) | webrtc | hls; ?key=<API key>
+const room = __ROOM_JSON__, hlsjsHint = __HLSJS_HINT__;
+const q = new URLSearchParams(location.search), key = q.get("key");
+const mode = ["webrtc", "hls"].includes(q.get("mode")) ? q.get("mode") : "auto";
+const kq = key ? `?key=${encodeURIComponent(key)}` : "";
+const headers = {"Content-Type": "application/json"};
+if (key) headers["X-API-Key"] = key;
 const v = document.getElementById("v"), s = document.getElementById("s");
+const say = (text) => { s.textContent = text; };
 let fails = 0;
-function hls() {  // the fallback: HLS from the same session (native HLS players)
-  s.textContent = "HLS";
-  v.src = `/v1/rooms/${room}/hls/index.m3u8` + (key ? `?key=${encodeURIComponent(key)}` : "");
-  v.play().catch(() => {});
+function script(src) {
+  return new Promise((ok, bad) => {
+    const e = document.createElement("script");
+    e.src = src; e.onload = ok; e.onerror = bad; document.head.appendChild(e);
+  });
 }
-async function start() {
-  if (!window.RTCPeerConnection || fails >= 2) return hls();
+async function hls() {  // HLS of the same session: hls.js (MediaSource) or the browser's own
+  document.body.dataset.mode = "hls";
+  const url = `/v1/rooms/${room}/hls/index.m3u8${kq}`;  // the playlist carries ?key on to segments
+  try {  // the room's session writes the playlist: make sure it is open
+    const r = await fetch(`/v1/rooms/${room}/live`, {method: "POST", headers});
+    if (!r.ok) say((await r.json()).message);
+  } catch (e) { say(`${e}`); }
+  // hls.js over MediaSource where there is one (some Chromium builds claim native HLS that
+  // does not play), the browser's own HLS where there is not (iOS Safari)
+  if (!window.Hls && window.MediaSource) {
+    await script(`/v1/static/hls.min.js${kq}`).catch(() => {});
+  }
+  if (!window.Hls || !Hls.isSupported()) {
+    const hint = window.MediaSource && !window.Hls ? hlsjsHint : "";
+    if (!v.canPlayType("application/vnd.apple.mpegurl")) {
+      return say(hint || "this browser plays neither WebRTC nor HLS");
+    }
+    say(`HLS (native) ${hint}`.trim()); v.src = url; v.play().catch(() => {}); return;
+  }
+  const h = new Hls({  // low latency: start near the live edge, keep little buffer
+    liveSyncDurationCount: 2, liveMaxLatencyDurationCount: 5, maxLiveSyncPlaybackRate: 1.5,
+    maxBufferLength: 4, backBufferLength: 0, lowLatencyMode: true,
+  });
+  h.on(Hls.Events.MANIFEST_PARSED, () => v.play().catch(() => {}));
+  h.on(Hls.Events.ERROR, (_, d) => {
+    if (!d.fatal) return;
+    say(`HLS: ${d.details}, retrying`);
+    if (d.type === Hls.ErrorTypes.MEDIA_ERROR) return h.recoverMediaError();
+    h.destroy(); setTimeout(hls, 2000);  // e.g. no playlist yet: the session is starting
+  });
+  h.loadSource(url); h.attachMedia(v); say("HLS (hls.js)");
+}
+function failed(pc) {
+  pc.close(); fails += 1;
+  if (mode === "auto" && fails >= 2) return hls();
+  setTimeout(webrtc, 2000);
+}
+async function webrtc() {
+  document.body.dataset.mode = "webrtc";
   const pc = new RTCPeerConnection({iceServers: []});
   pc.addTransceiver("video", {direction: "recvonly"});
   pc.addTransceiver("audio", {direction: "recvonly"});
   const ms = new MediaStream();
   pc.ontrack = (e) => { ms.addTrack(e.track); v.srcObject = ms; };
   pc.onconnectionstatechange = () => {
-    s.textContent = pc.connectionState;
-    if (pc.connectionState === "failed") { pc.close(); fails += 1; setTimeout(start, 2000); }
+    say(pc.connectionState);
+    if (pc.connectionState === "failed") failed(pc);
   };
+  setTimeout(() => pc.connectionState === "connecting" && failed(pc), 15000);
   await pc.setLocalDescription(await pc.createOffer());
   await new Promise((done) => {
     if (pc.iceGatheringState === "complete") return done();
     pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
     setTimeout(done, 2000);
   });
-  const headers = {"Content-Type": "application/json"};
-  if (key) headers["X-API-Key"] = key;
   const r = await fetch(`/v1/rooms/${room}/webrtc`, {method: "POST", headers,
-    body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer"})});
-  if (!r.ok) { s.textContent = (await r.json()).message; setTimeout(start, 5000); return; }
+    body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer"})}).catch((e) => e);
+  if (!r.ok) {
+    say(r.json ? (await r.json()).message : `${r}`);
+    pc.onconnectionstatechange = null; pc.close(); fails += 1;
+    if (mode === "auto" && fails >= 2) return hls();
+    return setTimeout(webrtc, 5000);
+  }
   await pc.setRemoteDescription(await r.json());
 }
-start();
+if (mode === "hls" || (mode === "auto" && !window.RTCPeerConnection)) hls(); else webrtc();
 </script></body></html>
 """
+
+
+def _hlsjs_missing() -> str:
+    from digihuman.api import hlsjs
+
+    return (
+        f"HLS fallback unavailable: hls.js is not installed on this server ({hlsjs.FILE} not "
+        f"in {hlsjs.default_dir()}); {hlsjs.INSTALL_HINT}. WebRTC still works."
+    )
 
 
 class HumanBody(BaseModel):
@@ -241,13 +298,33 @@ def live_router(settings: Settings) -> APIRouter:
         reply = await _command(request, settings, zbjname, "webrtc", {"sdp": offer.sdp})
         return {"sdp": reply["sdp"], "type": reply["type"]}
 
-    @r.get("/v1/rooms/{zbjname}/view", tags=["v1"], summary="Watch the room (WebRTC page)")
+    @r.get("/v1/rooms/{zbjname}/view", tags=["v1"], summary="Watch the room (WebRTC, HLS)")
     async def view(request: Request, zbjname: str) -> Any:
+        """A page that plays the room: WebRTC first, HLS of the same session as the fallback
+        (native, or hls.js from ``/v1/static/hls.min.js``); ``?mode=webrtc|hls`` forces one,
+        ``?key=`` carries the API key."""
         from fastapi.responses import HTMLResponse
 
         await _room(request, zbjname)  # a valid, open room: its name is [a-z0-9-] only
         page = VIEW_PAGE.replace("__ROOM_JSON__", json.dumps(zbjname))
+        page = page.replace("__HLSJS_HINT__", json.dumps(_hlsjs_missing()))
         return HTMLResponse(page.replace("__ROOM__", zbjname))
+
+    @r.get("/v1/static/hls.min.js", tags=["v1"], summary="hls.js for the viewer's HLS fallback")
+    async def hls_js() -> Any:
+        """The vendored hls.js (Apache-2.0), placed by ``scripts/install.sh``; 404 when absent."""
+        from fastapi.responses import FileResponse
+
+        from digihuman.api import hlsjs
+
+        path = await asyncio.to_thread(hlsjs.installed)
+        if path is None:
+            raise NotFoundError(_hlsjs_missing())
+        return FileResponse(
+            path,
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     @r.get("/v1/rooms/{zbjname}/hls/{name}", tags=["v1"], summary="The room's HLS fallback")
     async def hls(request: Request, zbjname: str, name: str) -> Any:
@@ -263,8 +340,21 @@ def live_router(settings: Settings) -> APIRouter:
         path = _svc(request).data_root.root / "results" / "live" / zbjname / "hls" / name
         if not path.is_file():
             raise NotFoundError(f"room {zbjname} has no {name} yet (is it live, with live.hls?)")
+        nocache = {"Cache-Control": "no-cache"}
+        key = request.query_params.get("key")
+        if name.endswith(".m3u8") and key:  # the key goes on to every segment (native players)
+            from urllib.parse import quote
+
+            from fastapi.responses import Response
+
+            text = await asyncio.to_thread(path.read_text)
+            kq = "?key=" + quote(key, safe="")
+            lines = [x if not x or x.startswith("#") else x + kq for x in text.splitlines()]
+            return Response(
+                "\n".join(lines) + "\n", media_type="application/vnd.apple.mpegurl", headers=nocache
+            )
         media = "application/vnd.apple.mpegurl" if name.endswith(".m3u8") else "video/mp2t"
-        return FileResponse(path, media_type=media, headers={"Cache-Control": "no-cache"})
+        return FileResponse(path, media_type=media, headers=nocache)
 
     @r.get("/v1/rooms/{zbjname}/live", tags=["v1"], summary="Idle or speaking, queue, sinks")
     async def live_status(request: Request, zbjname: str) -> Any:
