@@ -1,16 +1,22 @@
 """The demo page in a real browser: Redis + the API + tts/render/stream workers + ``digihuman
 web``, driven by Debian's headless Chromium through Selenium (nothing downloaded).
 
-Each tab is used for real: Render uploads the portrait and a speech file, clicks render and
-waits for the video (downloaded and probed: frames and sound); Interview creates a room and
-lists ``count`` questions; Live opens a room, its viewer plays in the page's iframe, typed text
-is spoken; System shows /readyz. No request leaves 127.0.0.1 (the browser's resource timing).
-Screenshots go to ``$DIGIHUMAN_WEB_SHOTS`` (default: the test's tmp dir, printed).
+Each tab is used for real: Render lists the lip-sync engines of ``GET /v1/engines`` (musetalk
+listed, not selectable, with the fetch command: no weights here), renders with lite (the
+``bbox_shift`` slider disabled: lite takes none), the progress bar moves, the MP4 is downloaded
+from the page's link and probed (frames and sound) and the job's result records the engine and
+options applied; Interview creates a room and lists ``count`` questions; Live opens a room, its
+viewer plays in the page's iframe, typed text is spoken; System shows the engines' weights and
+the workers and queues; Avatars prepares an avatar, shows its thumbnail and deletes it (gone
+from ``GET /v1/avatars``); the Chinese labels. No request leaves 127.0.0.1 (the browser's
+resource timing). Screenshots go to ``$DIGIHUMAN_WEB_SHOTS`` (default: the test's tmp dir,
+printed).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -129,6 +135,12 @@ def test_every_tab_in_headless_chromium(
         def el(css: str) -> Any:
             return drv.find_element(By.CSS_SELECTOR, css)
 
+        def idle() -> bool:  # no output waiting (Gradio's loading bar and timer "0.3s")
+            body = drv.find_element(By.TAG_NAME, "body").text
+            return not drv.find_elements(By.CSS_SELECTOR, ".eta-bar") and not re.search(
+                r"\b\d+\.\ds\b", body
+            )
+
         def tab(name: str) -> None:
             btn = until(
                 lambda: next(
@@ -142,33 +154,62 @@ def test_every_tab_in_headless_chromium(
             btn.click()
 
         until(lambda: el("#render").is_displayed(), 60, "the Render tab")
+        until(lambda: el("#bundled-preview img"), 30, "the bundled portrait's preview")
+        # ---------------------------------------------------------------- Render: engines
+        engines = httpx.get(f"{api}/v1/engines", timeout=30).json()["lipsync"]
+        by_name = {e["name"]: e for e in engines["engines"]}
+        assert not by_name["musetalk"]["available"]  # no weights on this machine
+
+        def radio(name: str) -> Any:
+            return el(f"#engine input[type=radio][value={name}]")
+
+        until(lambda: radio("lite").is_selected(), 30, "lite chosen (the default)")
+        until(lambda: radio("musetalk").get_attribute("disabled") is not None, 30, "musetalk off")
+        note = el("#engine-note").text
+        assert "musetalk" in note and by_name["musetalk"]["fetch"] in note, note
+        assert "weights missing" in el("#engine").text
+        slider = el("#bbox-shift input[type=range]")
+        assert slider.get_attribute("value") == "0"
+        assert slider.get_attribute("disabled") is not None  # lite takes no bbox_shift
         # ---------------------------------------------------------------- Render
         el("#portrait input[type=file]").send_keys(str(portrait))
         el("#audio input[type=file]").send_keys(str(speech))
         until(lambda: "KB" in el("#portrait").text, 30, "the portrait upload")
         until(lambda: "0:11" in el("#audio").text, 30, "the speech upload")
         el("#render").click()
-        saw_progress = False
+        bar_values: list[float] = []
 
         def rendered() -> str | None:
-            nonlocal saw_progress
+            v = float(el("#render-progress progress").get_attribute("value") or 0)
+            if not bar_values or bar_values[-1] != v:
+                bar_values.append(v)
             s = el("#status textarea").get_attribute("value") or ""
-            saw_progress = saw_progress or "running" in s or "%" in s
             return s if "done →" in s or s.startswith("error") else None
 
-        status = until(rendered, 180, "the rendered video")
+        status = until(rendered, 180, "the rendered video", every=0.1)
         timings["open_to_rendered_s"] = time.monotonic() - t0
         assert "done →" in status, status
-        assert saw_progress
+        # the bar moves: from 0 through values between to 1
+        until(lambda: rendered() and bar_values[-1] == 1.0, 10, f"a full bar ({bar_values})")
+        assert any(0 < v < 1 for v in bar_values), bar_values
         until(lambda: el("#video video").get_attribute("src"), 30, "the video in the page")
         drv.save_screenshot(str(shots / "render.png"))
-        rel = status.split("done →")[1].strip()
+        job_id = status.split(":")[0].strip()
+        result = httpx.get(f"{api}/v1/jobs/{job_id}", timeout=30).json()["result"]
+        assert result["engine"] == "lite" and result["bbox_shift"] is None, result
+        # the page's own download link (Gradio serves the file it fetched from the API)
+        href = until(lambda: el("#download a").get_attribute("href"), 30, "the download link")
+        assert href.startswith(url), href
         mp4 = tmp_path / "out.mp4"
-        mp4.write_bytes(httpx.get(f"{api}/v1/files/{rel}", timeout=30).content)
+        mp4.write_bytes(httpx.get(href, timeout=30).content)
+        rel = status.split("done →")[1].split()[0]
+        assert mp4.read_bytes() == httpx.get(f"{api}/v1/files/{rel}", timeout=30).content
         with av.open(str(mp4)) as c:
             assert c.streams.video and c.streams.audio
             frames = sum(1 for _ in c.decode(video=0))
-        assert frames > 25, frames
+        with av.open(str(mp4)) as c:
+            sound = sum(f.samples for f in c.decode(audio=0))
+        assert frames > 25 and sound > 16000, (frames, sound)
 
         # the same calls as curl, from docs/api.md (the page does nothing the API does not)
         doc = (REPO / "docs" / "api.md").read_text()
@@ -186,9 +227,16 @@ def test_every_tab_in_headless_chromium(
         assert '"avatars":' in run.stdout
 
         # ---------------------------------------------------------------- System
-        tab("System")
-        el("#sys-refresh").click()
+        tab("System")  # selecting the tab loads it
+        el("#sys-refresh").click()  # and so does the button
         until(lambda: "http_status" in el("#readyz").text, 30, "/readyz on the page")
+        until(
+            lambda: by_name["musetalk"]["fetch"] in el("#sys-engines").text,
+            30,
+            "the weights table with the fetch command",
+        )
+        until(lambda: "render" in el("#sys-workers").text, 30, "workers and queues")
+        until(idle, 30, "the System tab loaded")
         drv.save_screenshot(str(shots / "system.png"))
 
         # ---------------------------------------------------------------- Interview
@@ -250,9 +298,7 @@ def test_every_tab_in_headless_chromium(
 
         # ---------------------------------------------------------------- Avatars + language
         tab("Avatars")
-        el("#av-source input[type=file]").send_keys(str(portrait))
-        until(lambda: "KB" in el("#av-source").text, 30, "the avatar's upload")
-        el("#av-prepare").click()
+        el("#av-prepare").click()  # nothing uploaded: from the bundled portrait
         until(
             lambda: "prepared" in (el("#av-status textarea").get_attribute("value") or ""),
             120,
@@ -262,9 +308,37 @@ def test_every_tab_in_headless_chromium(
         ids = [a["id"] for a in httpx.get(f"{api}/v1/avatars", timeout=30).json()["avatars"]]
         assert "alice" in ids
         until(lambda: el("#av-thumbs img"), 30, "the avatar's thumbnail")
+        until(
+            lambda: (
+                "alice" in el("#av-pick").text
+                or "alice" in str(el("#av-pick input").get_attribute("value"))
+            ),
+            30,
+            "alice picked for deletion",
+        )
+        el("#av-delete").click()
+        until(lambda: "alice" in el("#av-confirm-text").text, 30, "the confirmation")
+        until(idle, 30, "the Avatars tab settled")
         drv.save_screenshot(str(shots / "avatars.png"))
+        el("#av-confirm").click()
+        until(
+            lambda: "deleted" in (el("#av-status textarea").get_attribute("value") or ""),
+            30,
+            "the avatar deleted",
+        )
+        ids = [a["id"] for a in httpx.get(f"{api}/v1/avatars", timeout=30).json()["avatars"]]
+        assert "alice" not in ids
+        until(lambda: "alice" not in el("#av-gallery").text, 30, "the list refreshed")
+
+        # ---------------------------------------------------------------- Chinese labels
         el("#lang input[value=zh]").click()
-        until(lambda: "视频合成" in drv.page_source, 30, "Chinese labels")
+        tab("视频合成")
+        until(lambda: "口型驱动引擎" in el("#engine").text, 30, "the engine radio in Chinese")
+        until(lambda: "缺少权重" in el("#engine").text, 30, "musetalk's state in Chinese")
+        until(lambda: radio("musetalk").get_attribute("disabled") is not None, 30, "still off")
+        drv.execute_script("window.scrollTo(0, 0)")
+        until(idle, 30, "the Render tab settled")
+        drv.save_screenshot(str(shots / "render-zh.png"))
 
         # ---------------------------------------------------------------- offline
         entries = drv.execute_script(

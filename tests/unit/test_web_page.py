@@ -97,7 +97,8 @@ def test_engine_radio_lists_unavailable_engines_with_the_fetch_command(
     assert label("not_selectable", "zh") in p.engine_note(listing, "zh")
     rows = p.weights_table()
     assert rows[1][:4] == ["lipsync", "musetalk", "", "✗"]
-    assert rows[1][-1] == "digihuman models download --version v1"
+    assert rows[1][4] == "digihuman models download --version v1"
+    assert rows[1][6] == "/m/musetalk/unet.pth\n/m/sd-vae/config.json"
 
 
 def test_render_sends_bbox_shift_only_to_an_engine_that_takes_it(

@@ -309,7 +309,7 @@ class Page:
     # ---------------------------------------------------------------- system
     def weights_table(self) -> list[list[Any]]:
         """One row per engine of every kind: kind, name, default?, available (weights present
-        and verified)?, what the API says of it, missing files, the fetch command."""
+        and verified)?, the fetch command, what the API says of it, the missing files."""
         rows = []
         for kind, body in self.engines().items():
             if not isinstance(body, dict):
@@ -321,9 +321,9 @@ class Page:
                         e["name"],
                         "✓" if e["name"] == body.get("default") else "",
                         "✓" if e.get("available") else "✗",
+                        e.get("fetch") or "",
                         e.get("detail") or "",
                         "\n".join(e.get("missing") or []),
-                        e.get("fetch") or "",
                     ]
                 )
         return rows
@@ -549,9 +549,9 @@ def build(api_url: str, api_key: str | None = None) -> Any:
                         "engine",
                         "default",
                         "available",
+                        "fetch",
                         "detail",
                         "missing",
-                        "fetch",
                     ],
                     label=label("weights", "en"),
                     elem_id="sys-engines",
@@ -757,11 +757,11 @@ def build(api_url: str, api_key: str | None = None) -> Any:
                 return f"error: {exc}", None, None, gr.update()
             return (msg, *do_list(avatar_id.strip()))
 
-        def ask_delete(avatar_id: str | None, lg: str) -> tuple[Any, str, str]:
+        def ask_delete(avatar_id: str | None, lg: str) -> tuple[Any, str, Any]:
             if not avatar_id:
                 return gr.update(visible=False), "", label("pick_first", lg)
             sure = f"{label('sure', lg)} **{avatar_id}** {label('sure_tail', lg)}"
-            return gr.update(visible=True), sure, ""
+            return gr.update(visible=True), sure, gr.update()
 
         def do_delete(avatar_id: str | None, lg: str) -> tuple[Any, ...]:
             hide = gr.update(visible=False)
