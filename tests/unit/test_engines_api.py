@@ -195,3 +195,25 @@ def test_v15_ignores_bbox_shift(tmp_path: Path) -> None:
     body = Availability(settings).status("lipsync", "musetalk").public()
     assert body["options"] == [] and body["version"] == "v15"
     assert not os.path.exists(tmp_path / "root" / "models" / ".verified-v15.json")
+
+
+def test_render_from_a_prepared_avatar_needs_no_source(tmp_path: Path, client_for: Any) -> None:
+    import numpy as np
+
+    from digihuman.avatar.store import AvatarStore
+    from digihuman.engines.base import PreparedAvatar
+
+    root = tmp_path / "root"
+    c = client_for(_settings(root))
+    (root / "tests").mkdir(parents=True, exist_ok=True)
+    (root / "tests" / "a.wav").write_bytes(b"RIFF")
+    r = c.post("/v1/render", json={"audio": "tests/a.wav"})
+    assert r.status_code == 422 and "avatar_id" in r.json()["message"], r.text
+    r = c.post("/v1/render", json={"audio": "tests/a.wav", "avatar_id": "ghost"})
+    assert r.status_code == 404 and "ghost" in r.json()["message"], r.text
+    frames = np.zeros((1, 8, 8, 3), np.uint8)
+    AvatarStore(root / "results" / "avatars").save(
+        "ava", PreparedAvatar(engine="lite", fps=25.0, frames=frames), source=None
+    )
+    r = c.post("/v1/render", json={"audio": "tests/a.wav", "avatar_id": "ava"})
+    assert r.status_code == 503 and "Redis" in r.json()["message"], r.text  # past the checks

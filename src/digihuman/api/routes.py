@@ -138,6 +138,19 @@ def _raise_for(rec: JobRecord | None, job_id: str, waited: float, what: str) -> 
     return rec
 
 
+def _check_avatar(svc: Service, avatar_id: str) -> None:
+    """A prepared avatar a render names without a source: there, or a 4xx now."""
+    from digihuman.avatar.store import AvatarStore
+
+    store = AvatarStore(svc.data_root.avatars)
+    store.check_id(avatar_id)
+    if not store.exists(avatar_id):
+        raise NotFoundError(
+            f"no prepared avatar {avatar_id!r} (GET /v1/avatars lists them); give a source to "
+            "prepare it"
+        )
+
+
 def _arrives(feature: str, issue: str) -> ArrivesLater:
     return ArrivesLater(
         f"{feature} arrives with {issue}; this server routes it but cannot do it yet"
@@ -265,7 +278,12 @@ class ASRRequest(BaseModel):
 
 
 class RenderRequest(BaseModel):
-    source: str = Field(min_length=1, max_length=URL_MAX, description="portrait image/video")
+    source: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=URL_MAX,
+        description="portrait image/video; may be left out when avatar_id names a prepared one",
+    )
     audio: str = Field(min_length=1, max_length=URL_MAX, description="speech (data-root path)")
     avatar_id: str | None = Field(
         default=None, max_length=64, description="cache the prepared avatar under this id"
@@ -385,7 +403,12 @@ def v1_router(settings: Settings) -> APIRouter:
         _limit(request)
         svc = _svc(request)
         for p in (req.source, req.audio):
-            _data_path(svc, p)
+            if p is not None:
+                _data_path(svc, p)
+        if req.source is None:
+            if not req.avatar_id:
+                raise InputError("give a source (a data-root image or video) or an avatar_id")
+            await asyncio.to_thread(_check_avatar, svc, req.avatar_id)
         status = await asyncio.to_thread(availability(request).require_lipsync, req.engine)
         payload = {**req.model_dump(), "engine": status.name}
         return await _enqueue_and_wait(request, "render", payload, 0.0)
