@@ -315,11 +315,6 @@ class RoomRequest(BaseModel):
     count: int | None = Field(default=None, ge=1, le=50)
 
 
-class HumanRequest(BaseModel):
-    zbjname: str = Field(min_length=1, max_length=SHORT)
-    audioUrl: str = Field(min_length=1, max_length=URL_MAX)
-
-
 class JobView(BaseModel):
     id: str
     kind: str
