@@ -255,3 +255,90 @@ def test_the_next_utterance_is_started_ahead_so_its_frames_are_ready(
         rms = float(np.sqrt(np.mean(audio**2)))
         ok += abs(bar_level(img) - min(1, 4 * rms)) < 0.05
     assert ok >= 38  # frame and audio of the same tick match
+
+
+# --------------------------------------------------------------------------------------------
+# sinks: one encoder, several containers
+# --------------------------------------------------------------------------------------------
+
+
+def _slices(data: bytes, annexb: bool) -> list[bytes]:
+    """The coded slices (NAL types 1 and 5) of an H.264 packet, without their framing."""
+    nals: list[bytes] = []
+    if annexb:
+        for part in data.replace(b"\x00\x00\x00\x01", b"\x00\x00\x01").split(b"\x00\x00\x01"):
+            if part:
+                nals.append(part.rstrip(b"\x00") if part[0] & 0x1F in (1, 5) else part)
+    else:
+        i = 0
+        while i + 4 <= len(data):
+            n = int.from_bytes(data[i : i + 4], "big")
+            nals.append(data[i + 4 : i + 4 + n])
+            i += 4 + n
+    return [x for x in nals if x and x[0] & 0x1F in (1, 5)]
+
+
+def _video_packets(path: Any, annexb: bool = False) -> list[tuple[bool, list[bytes]]]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [(p.is_keyframe, _slices(bytes(p), annexb)) for p in c.demux(video=0) if p.size]
+
+
+def _feed(enc: Any, n: int, before: Any = None) -> None:
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        if before is not None:
+            before(i)
+        img = np.full((64, 48, 3), (3 * i) % 255, np.uint8)
+        img[:16, :16] = rng.integers(0, 255, (16, 16, 3))
+        enc.write(img, (0.1 * np.sin(np.arange(640) / 7 + i)).astype(np.float32), i)
+        time.sleep(0.004)  # (the encoder's queue would drop ticks fed all at once)
+
+
+def test_one_encoder_feeds_the_recording_hls_and_flv_with_the_same_stream(tmp_path: Any) -> None:
+    """The recording (fragmented MP4), HLS (MPEG-TS) and the push (FLV, here to a file) carry the
+    very same coded slices: the room encodes once; every container starts on a keyframe."""
+    import av
+
+    from digihuman.streaming.sinks import FileSink, HlsSink, LiveEncoder, RtmpSink
+
+    rec, hls = FileSink(tmp_path / "r.mp4"), HlsSink(tmp_path / "hls")
+    push = RtmpSink(str(tmp_path / "push.flv"))
+    enc = LiveEncoder([rec, hls, push], fps=25.0)
+    _feed(enc, 60)
+    enc.close()
+    assert enc.frames == 60 and enc.dropped == 0
+    assert [o.frames for o in (rec, hls, push)] == [60, 60, 60]
+    mp4, flv = _video_packets(tmp_path / "r.mp4"), _video_packets(tmp_path / "push.flv")
+    segs = sorted((tmp_path / "hls").glob("seg*.ts"))
+    ts = [p for s in segs for p in _video_packets(s, annexb=True)]
+    assert len(segs) >= 2 and all(_video_packets(s, annexb=True)[0][0] for s in segs)  # 1 s GOPs
+    assert mp4[0][0] and flv[0][0] and len(mp4) == len(flv) == 60
+    assert [s for _, s in mp4] == [s for _, s in flv]
+    assert [s for _, s in ts] == [s for _, s in mp4][-len(ts) :]  # (older segments deleted)
+    with av.open(str(tmp_path / "r.mp4")) as c:  # the recording has its audio too
+        assert sum(f.samples for f in c.decode(audio=0)) >= 60 * 640 - 1024
+
+
+def test_a_reconnected_push_starts_on_a_keyframe_with_a_fresh_timeline(tmp_path: Any) -> None:
+    """The push fails to open (its folder is missing), retries with backoff and, once it
+    can, starts at the encoder's next keyframe as time 0; the other output never noticed."""
+    import av
+
+    from digihuman.streaming.sinks import FileSink, LiveEncoder, RtmpSink
+
+    target = tmp_path / "later" / "push.flv"
+    push, rec = RtmpSink(str(target), backoff_s=(0.05, 0.05)), FileSink(tmp_path / "r.mp4")
+    enc = LiveEncoder([push, rec], fps=25.0)
+    _feed(enc, 80, before=lambda i: i == 5 and (tmp_path / "later").mkdir())
+    enc.close()
+    assert push.errors >= 1 and push.connects == 1 and rec.errors == 0 and rec.frames == 80
+    pk = _video_packets(target)
+    assert pk[0][0] and len(pk) in (55, 30)  # from the keyframe at tick 25 (or 50)
+    with av.open(str(target)) as c:
+        vt = [f.time for f in c.decode(video=0)]
+    with av.open(str(target)) as c:
+        at = [f.time for f in c.decode(audio=0)]
+    assert vt[0] <= 0.1 and at[0] <= 0.1 and np.allclose(np.diff(vt), 0.04, atol=1e-3)
+    assert abs((vt[-1] + 0.04) - (at[-1] + 1024 / SR)) <= 0.04 + 1024 / SR  # in step

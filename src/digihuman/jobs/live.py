@@ -194,25 +194,24 @@ class LiveHost:
         return self._prepared[key]
 
     def sinks_for(self, zbjname: str, fps: float) -> list[Any]:
-        from digihuman.streaming.sinks import FileSink, RtmpSink
+        from digihuman.streaming.sinks import FileSink, HlsSink, LiveEncoder, RtmpSink
 
         sinks: list[Any] = []
+        outputs: list[Any] = []  # containers fed by the room's one H.264 + AAC encoder
         if self.cfg.rtmp_url:
             url = self.cfg.rtmp_url.format(zbjname=zbjname)
-            sinks.append(RtmpSink(url, fps=fps, backoff_s=(0.5, self.cfg.rtmp_backoff_max_s)))
+            outputs.append(RtmpSink(url, backoff_s=(0.5, self.cfg.rtmp_backoff_max_s)))
+        if self.cfg.hls:
+            outputs.append(HlsSink(self.data_root.root / "results" / "live" / zbjname / "hls"))
+        if self.cfg.record:
+            outputs.append(FileSink(self.data_root.root / "results" / "live" / f"{zbjname}.mp4"))
+        if outputs:
+            sinks.append(LiveEncoder(outputs, fps=fps))
         if self.cfg.whip_url or self.cfg.viewer:
             from digihuman.streaming.webrtc import WebRtcSink
 
             whip = self.cfg.whip_url.format(zbjname=zbjname) if self.cfg.whip_url else None
             sinks.append(WebRtcSink(fps=fps, whip_url=whip, max_viewers=self.cfg.max_viewers))
-        if self.cfg.hls:
-            from digihuman.streaming.sinks import HlsSink
-
-            folder = self.data_root.root / "results" / "live" / zbjname / "hls"
-            sinks.append(HlsSink(folder, fps=fps))
-        if self.cfg.record:
-            path = self.data_root.root / "results" / "live" / f"{zbjname}.mp4"
-            sinks.append(FileSink(path, fps=fps))
         return sinks
 
     def _open_session(self, zbjname: str, spec: dict[str, Any]) -> None:

@@ -20,7 +20,8 @@ samples and hands both to every sink. What the tick shows:
   joins the idle loop without a jump; afterwards the cycle continues from the clip's end.
 
 The engine stays transport-free: it sees only audio chunks and yields frames. Sinks
-(:mod:`digihuman.streaming`) get ``write(image, audio, index)`` and must not block.
+(:mod:`digihuman.streaming`) get ``write(image, audio, index)`` and must not block; a sink
+with ``outputs`` (the one encoder feeding the containers) has their health listed after its own.
 """
 
 from __future__ import annotations
@@ -354,7 +355,8 @@ class LiveSession:
                 "skipped_ticks": self.skipped,
                 "fps": self.fps,
                 "events": list(self.events)[-8:],
-                "sinks": [s.health() for s in self.sinks],
+                # a sink with ``outputs`` (the encoder) lists them after itself
+                "sinks": [x.health() for s in self.sinks for x in (s, *getattr(s, "outputs", ()))],
             }
 
     # ---- frames --------------------------------------------------------------------------------
