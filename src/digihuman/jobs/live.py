@@ -17,10 +17,23 @@ loses its lease (it was stopped too long) closes its session at once. Each host 
 ``live:rooms`` on every renewal and takes rooms nobody holds, so the rooms of a dead worker move
 to a live one within one lease. The ``stream`` job (enqueued by the API when a room has no
 owner) adds the room and lets the worker that took the job claim it first.
+
+Commands: one reader thread ``XREAD``s the command streams of all the host's rooms and hands
+each entry to its room's own thread (one per room, a backlog of at most ``_BACKLOG`` entries; a
+room whose backlog is full is not read until it drains), so one room's slow work (an audio URL
+fetch, a clip load, a WebRTC answer) never delays another room. A room's commands run in stream
+order, except ``interrupt`` and ``status``, which the reader answers at once. An interrupt cuts
+the current speech, clears the queue and cancels every ``say``/``play`` issued before it that is
+not queued yet: a load in flight is abandoned (its thread in the bounded fetch pool finishes or
+times out on its own and its result is dropped) and such a command is answered 409. The cursor
+``live:cursor:<z>`` is written by the room's thread only, in stream order, after a command is
+handled (a fast-path command is recorded there when its turn comes), so a new owner redoes
+every command that was read but not finished when the old one died, and skips none.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -28,6 +41,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -92,10 +106,25 @@ def clip_candidates(zbjname: str, audio: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+_BACKLOG = 32  # commands read ahead per room (the reader skips a room whose backlog is full)
+_FAST = ("interrupt", "status")  # answered by the reader at once, out of the room's order
+
+
+class _Interrupted(Exception):
+    """A ``say``/``play`` issued before an interrupt (or the room closed while it loaded)."""
+
+
 class _Room:
     def __init__(self, session: Any, cursor: str) -> None:
         self.session = session
-        self.cursor = cursor
+        self.cursor = cursor  # the last entry handled (what live:cursor:<z> holds)
+        self.read = cursor  # the last entry read from the stream (handed to the room's thread)
+        # (entry id, fields, epoch at read time, True when the reader already answered it)
+        self.backlog: deque[tuple[str, dict[str, str], int, bool]] = deque()
+        self.cond = threading.Condition()
+        self.lock = threading.Lock()  # the epoch check and the enqueue into the session, together
+        self.epoch = 0  # interrupts so far; a load started in an older epoch is dropped
+        self.closed = False
 
 
 class LiveHost:
@@ -131,6 +160,9 @@ class LiveHost:
         self._threads: list[threading.Thread] = []
         self._store: Any = None  # the rooms database, read to close sessions of closed rooms
         self._checked_rooms = 0.0
+        # loads (URL fetches, clips) run here so that an interrupt can abandon one in flight
+        workers = max(2, self.cfg.rooms_per_worker)
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="live-load")
 
     # ---- lifecycle -------------------------------------------------------------------------
     def start(self) -> LiveHost:
@@ -149,6 +181,7 @@ class LiveHost:
             t.join(timeout=5)
         for z in list(self.rooms):
             self._close(z, "worker stopped", forget=False)
+        self._pool.shutdown(wait=False, cancel_futures=True)
         if self._store is not None:
             self._store.close()
 
@@ -230,7 +263,12 @@ class LiveHost:
         )
         cursor = self.r.get(self.keys.cursor(zbjname)) or "0-0"
         session.start()
-        self.rooms[zbjname] = _Room(session, str(cursor))
+        room = _Room(session, str(cursor))
+        self.rooms[zbjname] = room
+        t = threading.Thread(
+            target=self._room_loop, args=(zbjname, room), name=f"live-cmd-{zbjname}", daemon=True
+        )
+        t.start()
         self._write_status(zbjname)
         log.info("live %s: session opened on %s", zbjname, self.name)
 
@@ -238,6 +276,9 @@ class LiveHost:
         with self._lock:
             room = self.rooms.pop(zbjname, None)
         if room is not None:
+            with room.cond:
+                room.closed = True  # its thread ends; what it had not handled a new owner redoes
+                room.cond.notify_all()
             room.session.stop()
             log.info("live %s: session closed (%s)", zbjname, reason)
         with contextlib.suppress(Exception):  # the lease expires on its own
@@ -317,9 +358,14 @@ class LiveHost:
 
     # ---- commands --------------------------------------------------------------------------
     def _command_loop(self) -> None:
+        """The reader: hands each room's entries to its thread (see the module docstring)."""
         while not self._stop.is_set():
             with self._lock:
-                streams = {self.keys.cmd(z): room.cursor for z, room in self.rooms.items()}
+                streams = {
+                    self.keys.cmd(z): room.read
+                    for z, room in self.rooms.items()
+                    if len(room.backlog) < _BACKLOG
+                }
             if not streams:
                 self._stop.wait(0.05)
                 continue
@@ -331,40 +377,101 @@ class LiveHost:
                 continue
             for stream, entries in got or []:
                 z = str(stream).rsplit(":", 1)[-1]
+                room = self.rooms.get(z)
+                if room is None:
+                    continue
                 for entry_id, fields in entries:
-                    self._dispatch(z, str(entry_id), fields)
+                    room.read = str(entry_id)
+                    self._route(z, room, str(entry_id), fields)
 
-    def _dispatch(self, z: str, entry_id: str, fields: dict[str, str]) -> None:
-        room = self.rooms.get(z)
-        if room is None:
-            return
-        room.cursor = entry_id
-        cid = fields.get("id", "")
-        try:
-            age = time.time() - float(fields.get("at", "0"))
-            if age > self.cfg.command_max_age_s:
-                log.info("live %s: skipped a command %.0f s old", z, age)
-                reply = None
-            else:
-                reply = self._handle(z, room, fields.get("op", ""), json.loads(fields["args"]))
-        except DigihumanError as exc:
-            reply = {"ok": False, "message": str(exc), "status": exc.http_status}
-        except Exception as exc:
-            log.exception("live %s: command failed", z)
-            msg = f"internal error ({type(exc).__name__})"
-            reply = {"ok": False, "message": msg, "status": 500}
+    def _route(self, z: str, room: _Room, entry_id: str, fields: dict[str, str]) -> None:
+        answered = False
+        if fields.get("op") in _FAST:
+            reply = self._reply(z, room, fields, room.epoch)
+            self._send(z, fields.get("id", ""), reply, None)
+            answered = True
+        with room.cond:
+            room.backlog.append((entry_id, fields, room.epoch, answered))
+            room.cond.notify_all()
+
+    def _room_loop(self, z: str, room: _Room) -> None:
+        """One room's commands, in stream order; the cursor moves only here."""
+        while not self._stop.is_set():
+            with room.cond:
+                while not room.backlog and not room.closed and not self._stop.is_set():
+                    room.cond.wait(0.5)
+                if room.closed or self._stop.is_set():
+                    return
+                entry_id, fields, epoch, answered = room.backlog[0]
+            reply = None if answered else self._reply(z, room, fields, epoch)
+            with room.cond:
+                if room.closed and fields.get("op") != "close":
+                    return  # lease lost or stopping: a new owner redoes this one
+                if room.backlog:
+                    room.backlog.popleft()
+            try:
+                self._send(z, fields.get("id", ""), reply, entry_id)
+            except Exception as exc:  # Redis down: the API times out; a new owner redoes it
+                log.warning("live %s: could not record a command: %s", z, exc)
+            room.cursor = entry_id
+
+    def _send(self, z: str, cid: str, reply: dict[str, Any] | None, cursor: str | None) -> None:
         pipe = self.r.pipeline(transaction=False)
-        pipe.set(self.keys.cursor(z), entry_id, ex=24 * 3600)
+        if cursor is not None:
+            pipe.set(self.keys.cursor(z), cursor, ex=24 * 3600)
         if reply is not None and cid:
             pipe.rpush(self.keys.reply(cid), json.dumps(reply))
             pipe.expire(self.keys.reply(cid), 60)
         pipe.execute()
 
-    def _handle(self, z: str, room: _Room, op: str, args: dict[str, Any]) -> dict[str, Any] | None:
+    def _reply(
+        self, z: str, room: _Room, fields: dict[str, str], epoch: int
+    ) -> dict[str, Any] | None:
+        try:
+            age = time.time() - float(fields.get("at", "0"))
+            if age > self.cfg.command_max_age_s:
+                log.info("live %s: skipped a command %.0f s old", z, age)
+                return None
+            return self._handle(z, room, fields.get("op", ""), json.loads(fields["args"]), epoch)
+        except _Interrupted:
+            msg = f"room {z} was interrupted before this was queued; send it again to play it"
+            return {"ok": False, "message": msg, "status": 409}
+        except DigihumanError as exc:
+            return {"ok": False, "message": str(exc), "status": exc.http_status}
+        except Exception as exc:
+            log.exception("live %s: command failed", z)
+            msg = f"internal error ({type(exc).__name__})"
+            return {"ok": False, "message": msg, "status": 500}
+
+    def _load(self, room: _Room, epoch: int, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the load pool; abandoned (``_Interrupted``) as soon as an interrupt
+        comes after the command or the room closes."""
+
+        def live() -> bool:
+            return room.epoch == epoch and not room.closed and not self._stop.is_set()
+
+        if not live():
+            raise _Interrupted
+        fut = self._pool.submit(fn, *args)
+        while True:
+            try:
+                return fut.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                if not live():
+                    fut.cancel()
+                    raise _Interrupted from None
+
+    def _handle(
+        self, z: str, room: _Room, op: str, args: dict[str, Any], epoch: int = 0
+    ) -> dict[str, Any] | None:
         s = room.session
         if op == "say":
-            audio = self._load_audio(str(args.get("audio") or ""), args.get("cid", ""))
-            item, seconds = s.say(audio)
+            source = str(args.get("audio") or "")
+            audio = self._load(room, epoch, self._load_audio, source, args.get("cid", ""))
+            with room.lock:
+                if room.epoch != epoch:
+                    raise _Interrupted
+                item, seconds = s.say(audio)
             return {
                 "ok": True,
                 "id": item,
@@ -372,8 +479,12 @@ class LiveHost:
                 "duration": round(len(audio) / 16000, 3),
             }
         if op == "play":
-            frames, audio = self._load_clip(str(args.get("clip") or ""), s.fps)
-            item, seconds = s.play(frames, audio)
+            clip = str(args.get("clip") or "")
+            frames, audio = self._load(room, epoch, self._load_clip, clip, s.fps)
+            with room.lock:
+                if room.epoch != epoch:
+                    raise _Interrupted
+                item, seconds = s.play(frames, audio)
             return {
                 "ok": True,
                 "id": item,
@@ -381,7 +492,9 @@ class LiveHost:
                 "duration": round(len(frames) / s.fps, 3),
             }
         if op == "interrupt":
-            dropped = s.interrupt()
+            with room.lock:
+                room.epoch += 1
+                dropped = s.interrupt()
             self._write_status(z)
             return {"ok": True, "dropped": dropped}
         if op == "status":
