@@ -249,6 +249,9 @@ def test_cors_from_the_configured_list(tmp_path: Path) -> None:
     assert r.headers["access-control-allow-origin"] == "https://app.example.com"
     bad = c.options("/tts", headers={**pre, "Origin": "https://evil.example.com"})
     assert "access-control-allow-origin" not in bad.headers
+    delete = {**pre, "Access-Control-Request-Method": "DELETE"}  # DELETE /v1/avatars/{id}
+    r = c.options("/v1/avatars/a1", headers=delete)
+    assert r.status_code == 200 and "DELETE" in r.headers["access-control-allow-methods"]
 
 
 def test_openapi_lists_every_endpoint(client: TestClient) -> None:

@@ -175,7 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=api.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["X-API-Key", "Content-Type", "Range"],
             expose_headers=["Content-Range", "Accept-Ranges"],
         )
