@@ -463,7 +463,9 @@ class LiveEncoder:
 
         # OpenCV's BT.601 limited-range I420 (what swscale makes of rgb24 by default), about
         # 20x faster than swscale here and without the GIL
-        i420 = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420)
+        i420: np.ndarray[Any, np.dtype[np.uint8]] = np.asarray(
+            cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YUV_I420), np.uint8
+        )
         vf = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         self._last = (image, vf)
         return vf
